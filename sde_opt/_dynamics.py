@@ -1,0 +1,359 @@
+"""Dynamics: continuous models (gradient flow, the SGD SDE) and discrete optimizers
+(GD, real mini-batch SGD, noisy GD, any optax optimizer) behind one stepping interface.
+
+Every dynamics is a value with
+
+* ``init(θ0) -> state`` and ``position(state) -> θ`` (state is θ itself except for
+  optimizers that carry buffers);
+* ``step(state, t, dt, key) -> state``: one step of one path, with its own key;
+* ``natural_dt()``: the step that makes one step of the model one step of SGD
+  (``lr`` for SGD-type dynamics), ``None`` when there is none;
+* ``is_discrete``: discrete algorithms only accept their own step.
+
+The engine (:func:`sde_opt.simulate`) vectorises ``step`` over a batch of paths.
+Continuous models also expose ``drift``/``diffusion`` and hand diffrax their ``terms``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import lineax as lx
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._checks import positive, positive_int
+from ._noise import AbstractNoise, batch_noise_scale
+from ._problem import Problem
+
+
+class AbstractDynamics(eqx.Module):
+    """Base class of everything the engine can run."""
+
+    problem: eqx.AbstractVar[Problem]
+    is_discrete: eqx.AbstractClassVar[bool]
+
+    @abc.abstractmethod
+    def natural_dt(self):
+        """The dynamics' own step (``lr`` for SGD-type), or ``None``."""
+
+    @abc.abstractmethod
+    def step(self, state, t, dt, key: PRNGKeyArray):
+        """One step of one path."""
+
+    def init(self, theta0: Float[Array, " d"]):
+        return theta0
+
+    def position(self, state) -> Float[Array, " d"]:
+        return state
+
+
+class AbstractContinuous(AbstractDynamics):
+    """A continuous model ``dθ = b(θ) dt + σ(θ) dW``; its ``step`` is Euler–Maruyama."""
+
+    is_discrete: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def drift(self, t, theta: Float[Array, " d"]) -> Float[Array, " d"]:
+        """``b(θ)``."""
+
+    @abc.abstractmethod
+    def diffusion_apply(self, t, theta, z) -> Float[Array, " d"]:
+        """``σ(θ) z``."""
+
+    @abc.abstractmethod
+    def n_normals(self, dim: int) -> int:
+        """Dimension ``r`` of the Brownian motion (0 for an ODE)."""
+
+    def step(self, state, t, dt, key):
+        theta = state
+        out = theta + dt * self.drift(t, theta)
+        r = self.n_normals(theta.shape[0])
+        if r:
+            z = jr.normal(key, (r,), dtype=theta.dtype)
+            out = out + jnp.sqrt(dt) * self.diffusion_apply(t, theta, z)
+        return out
+
+    def terms(self, brownian: dfx.AbstractBrownianPath | None = None) -> dfx.AbstractTerm:
+        """diffrax terms: ``MultiTerm(ODETerm(b), ControlTerm(σ, W))``, or the ``ODETerm``
+        alone for an ODE; pass them to ``dfx.diffeqsolve`` with any solver."""
+        ode = dfx.ODETerm(lambda t, y, args: self.drift(t, y))
+        if brownian is None:
+            return ode
+
+        def vf(t, y, args):
+            r = self.n_normals(y.shape[0])
+            struct = jax.ShapeDtypeStruct((r,), y.dtype)
+            return lx.FunctionLinearOperator(lambda z: self.diffusion_apply(t, y, z), struct)
+
+        return dfx.MultiTerm(ode, dfx.ControlTerm(vf, brownian))
+
+
+class GradientFlow(AbstractContinuous):
+    """``dθ/dt = −∇L(θ)``. GD with step ``lr`` is its explicit Euler method."""
+
+    problem: Problem
+
+    def natural_dt(self):
+        return None
+
+    def drift(self, t, theta):
+        return -self.problem.grad(theta)
+
+    def diffusion_apply(self, t, theta, z):
+        return jnp.zeros_like(theta)
+
+    def n_normals(self, dim):
+        return 0
+
+
+class ModifiedFlow(AbstractContinuous):
+    """The modified equation of GD: the flow of ``L + (lr/4)‖∇L‖²`` (implicit gradient
+    regularisation, Barrett & Dherin 2021), which GD follows to ``O(lr²)``."""
+
+    problem: Problem
+    lr: Float[Array, ""]
+
+    def __init__(self, problem: Problem, lr):
+        self.problem = problem
+        self.lr = positive("lr", lr)
+
+    def natural_dt(self):
+        return None
+
+    def drift(self, t, theta):
+        g = self.problem.grad(theta)
+        return -g - 0.5 * self.lr * self.problem.hvp(theta, g)
+
+    def diffusion_apply(self, t, theta, z):
+        return jnp.zeros_like(theta)
+
+    def n_normals(self, dim):
+        return 0
+
+
+def _check_batch(problem: Problem, batch_size, *, required: bool):
+    n = problem.n_examples
+    if batch_size is None:
+        if required and n is not None:
+            raise ValueError("batch_size is required for a finite-sum problem.")
+        return n or 1
+    return positive_int("batch_size", batch_size, upper=n, upper_name="the number of examples n_examples")
+
+
+class SGDSDE(AbstractContinuous):
+    """The stochastic modified equation of SGD (Li, Tai & E 2017; 2019):
+
+    ``dθ = −∇L dt + √(lr/B · D(θ)) dW``, with SDE time ``t = k · lr`` after ``k`` steps.
+
+    ``order=2`` adds the drift correction ``−(lr/4)∇‖∇L‖² = −(lr/2) ∇²L ∇L``.
+    ``replacement=False`` scales the noise by ``(N − B)/(N − 1)`` (distinct examples).
+    """
+
+    problem: Problem
+    lr: Float[Array, ""]
+    batch_size: int = eqx.field(static=True)
+    noise: AbstractNoise
+    order: int = eqx.field(static=True)
+    replacement: bool = eqx.field(static=True)
+
+    def __init__(self, problem: Problem, lr, batch_size, noise: AbstractNoise, order: int = 1, *, replacement=True):
+        self.problem = problem
+        self.lr = positive("lr", lr)
+        self.batch_size = _check_batch(problem, batch_size, required=False)
+        if not isinstance(noise, AbstractNoise):
+            raise ValueError(f"noise must be a noise model such as so.HessianNoise(), got {type(noise).__name__}.")
+        self.noise = noise
+        if order not in (1, 2):
+            raise ValueError(f"order must be 1 or 2, got {order!r}.")
+        self.order = order
+        self.replacement = bool(replacement)
+
+    def natural_dt(self):
+        return self.lr
+
+    def drift(self, t, theta):
+        g = self.problem.grad(theta)
+        if self.order == 2:
+            g = g + 0.5 * self.lr * self.problem.hvp(theta, g)
+        return -g
+
+    def _noise_scale(self):
+        return jnp.sqrt(self.lr * batch_noise_scale(self.problem, self.batch_size, self.replacement))
+
+    def diffusion_apply(self, t, theta, z):
+        return self._noise_scale() * self.noise.apply_factor(self.problem, theta, z)
+
+    def n_normals(self, dim):
+        return self.noise.n_normals(self.problem, dim)
+
+
+class AbstractDiscrete(AbstractDynamics):
+    """A discrete algorithm: one step per call, at its own learning rate."""
+
+    is_discrete: ClassVar[bool] = True
+
+
+class GD(AbstractDiscrete):
+    """Full-batch gradient descent ``θ ← θ − lr ∇L(θ)``."""
+
+    problem: Problem
+    lr: Float[Array, ""]
+
+    def __init__(self, problem: Problem, lr):
+        self.problem = problem
+        self.lr = positive("lr", lr)
+
+    def natural_dt(self):
+        return self.lr
+
+    def step(self, state, t, dt, key):
+        return state - self.lr * self.problem.grad(state)
+
+
+class NoisyGD(AbstractDiscrete):
+    """``θ ← θ − lr (∇L + ξ)``, ``ξ ~ N(0, D(θ)/B)``: SGD with its noise made Gaussian.
+    One step equals one Euler–Maruyama step of :class:`SGDSDE` with ``dt = lr``."""
+
+    problem: Problem
+    lr: Float[Array, ""]
+    batch_size: int = eqx.field(static=True)
+    noise: AbstractNoise
+    replacement: bool = eqx.field(static=True)
+
+    def __init__(self, problem: Problem, lr, batch_size, noise: AbstractNoise, *, replacement=True):
+        self.problem = problem
+        self.lr = positive("lr", lr)
+        self.batch_size = _check_batch(problem, batch_size, required=False)
+        if not isinstance(noise, AbstractNoise):
+            raise ValueError(f"noise must be a noise model such as so.HessianNoise(), got {type(noise).__name__}.")
+        self.noise = noise
+        self.replacement = bool(replacement)
+
+    def natural_dt(self):
+        return self.lr
+
+    def step(self, state, t, dt, key):
+        theta = state
+        z = jr.normal(key, (self.noise.n_normals(self.problem, theta.shape[0]),), dtype=theta.dtype)
+        scale = jnp.sqrt(batch_noise_scale(self.problem, self.batch_size, self.replacement))
+        xi = scale * self.noise.apply_factor(self.problem, theta, z)
+        return theta - self.lr * (self.problem.grad(theta) + xi)
+
+
+def _sample_batch(key, n: int, batch_size: int, replacement: bool):
+    if replacement:
+        return jr.randint(key, (batch_size,), 0, n)
+    if batch_size == n:
+        return jnp.arange(n)
+    return jr.choice(key, n, (batch_size,), replace=False)
+
+
+class SGD(AbstractDiscrete):
+    """Real mini-batch SGD: ``θ ← θ − lr · (1/B) Σ_{i∈batch} ∇fᵢ(θ)``.
+
+    ``replacement=True``: ``B`` i.i.d. uniform indices per step; ``False``: ``B`` distinct
+    indices per step, drawn afresh and independently each step. For epoch-wise
+    reshuffling (the data-loader scheme) use :class:`ShuffledSGD`.
+    """
+
+    problem: Problem
+    lr: Float[Array, ""]
+    batch_size: int = eqx.field(static=True)
+    replacement: bool = eqx.field(static=True)
+
+    def __init__(self, problem: Problem, lr, batch_size, replacement=True):
+        problem._need_data("SGD")
+        self.problem = problem
+        self.lr = positive("lr", lr)
+        self.batch_size = _check_batch(problem, batch_size, required=True)
+        self.replacement = bool(replacement)
+
+    def natural_dt(self):
+        return self.lr
+
+    def step(self, state, t, dt, key):
+        idx = _sample_batch(key, self.problem.n_examples, self.batch_size, self.replacement)
+        return state - self.lr * self.problem.batch_grad(state, idx)
+
+
+class ShuffledSGD(AbstractDiscrete):
+    """SGD with epoch-wise reshuffling: each epoch draws one permutation and walks through
+    it in ``⌊N/B⌋`` disjoint batches (the remainder is dropped). Steps of one epoch are
+    correlated, unlike :class:`SGD`."""
+
+    problem: Problem
+    lr: Float[Array, ""]
+    batch_size: int = eqx.field(static=True)
+
+    def __init__(self, problem: Problem, lr, batch_size):
+        problem._need_data("ShuffledSGD")
+        self.problem = problem
+        self.lr = positive("lr", lr)
+        self.batch_size = _check_batch(problem, batch_size, required=True)
+
+    def natural_dt(self):
+        return self.lr
+
+    def init(self, theta0):
+        return theta0, jnp.arange(self.problem.n_examples), jnp.zeros((), jnp.int32)
+
+    def position(self, state):
+        return state[0]
+
+    def step(self, state, t, dt, key):
+        theta, perm, k = state
+        n, b = self.problem.n_examples, self.batch_size
+        perm = jnp.where(k == 0, jr.permutation(key, n), perm)
+        idx = jax.lax.dynamic_slice(perm, (k * b,), (b,))
+        theta = theta - self.lr * self.problem.batch_grad(theta, idx)
+        return theta, perm, (k + 1) % (n // b)
+
+
+class OptaxDynamics(AbstractDiscrete):
+    """Any optax ``GradientTransformation`` as a discrete dynamics on the engine.
+
+    The optimizer state lives inside the path state; ``position`` returns the parameters.
+    Gradients are mini-batch gradients of size ``batch_size`` (``None``: full batch).
+    ``lr`` only sets the time unit (``t = k · lr``); the optimizer carries its own rate.
+    """
+
+    problem: Problem
+    optimizer: optax.GradientTransformation = eqx.field(static=True)
+    batch_size: int | None = eqx.field(static=True)
+    replacement: bool = eqx.field(static=True)
+    lr: Float[Array, ""]
+
+    def __init__(self, problem: Problem, optimizer, batch_size=None, replacement=True, *, lr=1.0):
+        if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+            raise ValueError("optimizer must be an optax GradientTransformation, e.g. optax.adam(1e-3).")
+        self.problem = problem
+        self.optimizer = optimizer
+        self.batch_size = None if batch_size is None else _check_batch(problem, batch_size, required=True)
+        self.replacement = bool(replacement)
+        self.lr = positive("lr", lr)
+
+    def natural_dt(self):
+        return self.lr
+
+    def init(self, theta0):
+        return theta0, self.optimizer.init(theta0)
+
+    def position(self, state):
+        return state[0]
+
+    def step(self, state, t, dt, key):
+        theta, opt_state = state
+        if self.batch_size is None or self.problem.data is None:
+            g = self.problem.grad(theta)
+        else:
+            idx = _sample_batch(key, self.problem.n_examples, self.batch_size, self.replacement)
+            g = self.problem.batch_grad(theta, idx)
+        updates, opt_state = self.optimizer.update(g, opt_state, theta)
+        return optax.apply_updates(theta, updates), opt_state

@@ -1,0 +1,218 @@
+"""The engine: many paths of a dynamics at once, in one JIT kernel.
+
+All paths of a chunk live in one ``(paths, d)`` state; a ``lax.scan`` runs over the saved
+times and a ``fori_loop`` over the steps between them. Path ``i`` draws its step-``j``
+randomness from ``fold_in(fold_in(key, i), j)``, so results do not depend on the chunk size
+or on the number of devices. Chunks bound memory; with several devices the path axis of
+each chunk is sharded over them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from ._checks import positive, positive_int
+from ._dynamics import AbstractDynamics
+
+# paths × d floats per chunk: throughput drops past ~1e7 (DESIGN performance notes).
+_CHUNK_FLOATS = 2_000_000
+
+
+class Ensemble(eqx.Module):
+    """Paths of a dynamics on a time grid.
+
+    Attributes:
+        ts: ``(S,)`` SDE times (steps × dt); the first is 0.
+        ys: ``(n_paths, S, d)`` positions; row 0 is ``y0``.
+        diverged: ``(n_paths,)`` true for paths whose state became non-finite.
+    """
+
+    ts: Float[Array, " S"]
+    ys: Float[Array, "n S d"]
+    diverged: Bool[Array, " n"]
+
+    @property
+    def n_paths(self) -> int:
+        return int(self.ys.shape[0])
+
+    @property
+    def n_diverged(self) -> int:
+        return int(jnp.sum(self.diverged))
+
+    @property
+    def final(self) -> Float[Array, "n d"]:
+        return self.ys[:, -1]
+
+    def _finite(self, drop_diverged: bool):
+        if self.n_diverged and not drop_diverged:
+            raise ValueError(
+                f"{self.n_diverged} of {self.n_paths} paths diverged (non-finite); a mean over them is "
+                "meaningless. Lower lr, or pass drop_diverged=True to average the finite paths only "
+                "(and report ens.n_diverged)."
+            )
+        return self.ys[~self.diverged]
+
+    def mean(self, *, drop_diverged: bool = False) -> Float[Array, "S d"]:
+        """Mean over paths at every saved time."""
+        return jnp.mean(self._finite(drop_diverged), axis=0)
+
+    def covariance(self, *, drop_diverged: bool = False) -> Float[Array, "S d d"]:
+        """Covariance over paths at every saved time (unbiased)."""
+        ys = self._finite(drop_diverged)
+        c = ys - jnp.mean(ys, axis=0)
+        return jnp.einsum("nsi,nsj->sij", c, c) / (ys.shape[0] - 1)
+
+
+def resolve_dt(dyn: AbstractDynamics, dt):
+    """The step to use: the dynamics' own step unless a continuous model is refined."""
+    natural = dyn.natural_dt()
+    if dt is None:
+        if natural is None:
+            raise ValueError(f"{type(dyn).__name__} has no natural step; pass dt=... (e.g. dt=1e-2).")
+        return jnp.asarray(natural)
+    dt = positive("dt", dt)
+    if dyn.is_discrete and natural is not None:
+        nat = float(natural)
+        if abs(float(dt) - nat) > 1e-9 * max(1.0, abs(nat)):
+            raise ValueError(
+                f"{type(dyn).__name__} is a discrete algorithm and only takes its own step dt=lr={nat:g}; "
+                f"got dt={float(dt):g}. Leave dt=None, or refine the continuous model (SGDSDE) instead."
+            )
+        return jnp.asarray(natural)
+    return dt
+
+
+def check_start(dyn: AbstractDynamics, y0, n_paths: int) -> Float[Array, "n d"]:
+    """Validate ``y0`` ((d,) shared or (n_paths, d)) and broadcast it to ``(n_paths, d)``."""
+    y0 = jnp.asarray(y0)
+    if not jnp.issubdtype(y0.dtype, jnp.floating):
+        y0 = y0.astype(jnp.result_type(float))
+    if y0.ndim == 2:
+        if y0.shape[0] != n_paths:
+            raise ValueError(f"y0 has {y0.shape[0]} rows but n_paths={n_paths}; pass (d,) or (n_paths, d).")
+        for row in (y0[0],):
+            dyn.problem.check_params(row, "y0")
+        if not bool(jnp.all(jnp.isfinite(y0))):
+            raise ValueError("y0 contains non-finite values (nan or inf); start from a finite point.")
+        return y0
+    if y0.ndim != 1:
+        raise ValueError(f"y0 must have shape (d,) or (n_paths, d), got {y0.shape}.")
+    y0 = dyn.problem.check_params(y0, "y0")
+    noise = getattr(dyn, "noise", None)
+    if noise is not None:
+        noise.check(dyn.problem, y0.shape[0])
+    return jnp.broadcast_to(y0, (n_paths, y0.shape[0]))
+
+
+def path_keys(key: PRNGKeyArray, start: int, count: int):
+    """Keys of paths ``start .. start+count-1``: ``fold_in(key, i)``."""
+    return jax.vmap(jr.fold_in, (None, 0))(key, jnp.arange(start, start + count))
+
+
+def chunk_size_for(n_paths: int, d: int, chunk_size) -> int:
+    if chunk_size is None:
+        chunk_size = max(1, _CHUNK_FLOATS // max(d, 1))
+    chunk_size = positive_int("chunk_size", chunk_size)
+    chunk = min(chunk_size, n_paths)
+    n_dev = jax.device_count()
+    return math.ceil(chunk / n_dev) * n_dev
+
+
+def shard_paths(*arrays):
+    """Place arrays with a leading path axis across all devices (no-op on one device)."""
+    devices = jax.devices()
+    if len(devices) == 1:
+        return arrays
+    mesh = Mesh(np.array(devices), ("paths",))
+    spec = NamedSharding(mesh, PartitionSpec("paths"))
+    return tuple(jax.device_put(a, spec) for a in arrays)
+
+
+def vstep(dyn, state, t, dt, keys, j):
+    """One step of every path; path ``i`` uses ``fold_in(keys[i], j)``."""
+    step_keys = jax.vmap(jr.fold_in, (0, None))(keys, j)
+    return jax.vmap(dyn.step, (0, None, None, 0))(state, t, dt, step_keys)
+
+
+@eqx.filter_jit
+def _simulate_chunk(dyn, y0, keys, dt, n_saves: int, save_every: int):
+    state = jax.vmap(dyn.init)(y0)
+
+    def interval(state, s):
+        def body(i, state):
+            j = s * save_every + i
+            return vstep(dyn, state, j * dt, dt, keys, j)
+
+        state = jax.lax.fori_loop(0, save_every, body, state)
+        return state, jax.vmap(dyn.position)(state)
+
+    state, ys = jax.lax.scan(interval, state, jnp.arange(n_saves))
+    ys = jnp.concatenate([y0[None], ys], axis=0)  # (S, n, d)
+    diverged = ~jnp.all(jnp.isfinite(jax.vmap(dyn.position)(state)), axis=-1)
+    return jnp.swapaxes(ys, 0, 1), diverged
+
+
+def simulate(
+    dyn: AbstractDynamics,
+    y0,
+    *,
+    key: PRNGKeyArray,
+    n_paths: int,
+    n_steps: int,
+    dt=None,
+    save_every: int = 1,
+    chunk_size: int | None = None,
+) -> Ensemble:
+    """Run ``n_paths`` paths of ``dyn`` for ``n_steps`` steps from ``y0``.
+
+    Args:
+        dyn: a dynamics value (``SGDSDE``, ``SGD``, ``NoisyGD``, ``OptaxDynamics``, ...).
+        y0: start, ``(d,)`` for all paths or ``(n_paths, d)``.
+        key: PRNG key; path ``i`` uses ``fold_in(key, i)``.
+        n_paths, n_steps: ensemble size and number of steps.
+        dt: step; defaults to the dynamics' own (``lr``). Discrete algorithms accept only it.
+        save_every: keep every ``save_every``-th step; ``S = n_steps // save_every + 1``.
+        chunk_size: paths per kernel call (default: about 2e6 floats per chunk).
+
+    Returns:
+        :class:`Ensemble` with ``ts (S,)``, ``ys (n_paths, S, d)``, ``diverged (n_paths,)``.
+
+    Example:
+        >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
+        >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 4.0])))
+        >>> dyn = so.SGDSDE(prob, lr=0.1, batch_size=1, noise=so.HessianNoise())
+        >>> ens = so.simulate(dyn, jnp.ones(2), key=jr.key(0), n_paths=8, n_steps=100)
+        >>> ens.ys.shape
+        (8, 101, 2)
+    """
+    if not isinstance(dyn, AbstractDynamics):
+        raise ValueError(f"dyn must be a dynamics such as so.SGDSDE(...), got {type(dyn).__name__}.")
+    n_paths = positive_int("n_paths", n_paths)
+    n_steps = positive_int("n_steps", n_steps)
+    save_every = positive_int("save_every", save_every, upper=n_steps, upper_name="n_steps")
+    dt = resolve_dt(dyn, dt)
+    y0 = check_start(dyn, y0, n_paths)
+    n_saves = n_steps // save_every
+    chunk = chunk_size_for(n_paths, y0.shape[1], chunk_size)
+    ys_parts, div_parts = [], []
+    for start in range(0, n_paths, chunk):
+        stop = min(start + chunk, n_paths)
+        y0_c = y0[start:stop]
+        if stop - start < chunk:  # pad the last chunk so the kernel never recompiles
+            y0_c = jnp.concatenate([y0_c, jnp.broadcast_to(y0_c[:1], (chunk - (stop - start), y0.shape[1]))])
+        y0_c, keys = shard_paths(y0_c, path_keys(key, start, chunk))
+        ys, div = _simulate_chunk(dyn, y0_c, keys, dt.astype(y0.dtype), n_saves, save_every)
+        ys_parts.append(ys[: stop - start])
+        div_parts.append(div[: stop - start])
+    ys = jnp.concatenate(ys_parts) if len(ys_parts) > 1 else ys_parts[0]
+    diverged = jnp.concatenate(div_parts) if len(div_parts) > 1 else div_parts[0]
+    ts = jnp.arange(n_saves + 1, dtype=y0.dtype) * (save_every * dt.astype(y0.dtype))
+    return Ensemble(ts=ts, ys=ys, diverged=diverged)

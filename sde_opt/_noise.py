@@ -1,0 +1,258 @@
+"""Noise models: the shape D(θ) of the gradient noise, and a factor G with G Gᵀ = D.
+
+A noise model is a value handed to a dynamics (``SGDSDE``, ``NoisyGD``). Each model knows
+how to draw ``G z`` for ``z ~ N(0, I_r)`` with as few normals ``r`` as its structure allows:
+isotropic noise scales ``d`` normals, a constant covariance is rotated once into its
+eigenbasis (and its null space dropped), mini-batch noise uses the ``N`` centred
+per-example gradients so that ``G z = Gcᵀ z / √N`` never forms a ``d × d`` matrix.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._checks import is_concrete, square_matrix
+from ._problem import Problem
+
+
+def _psd_factor(m: Float[Array, "d d"]) -> Float[Array, "d d"]:
+    """``V √max(λ, 0)``: a factor of the PSD part of a symmetric matrix."""
+    lam, vec = jnp.linalg.eigh(0.5 * (m + m.T))
+    return vec * jnp.sqrt(jnp.clip(lam, 0.0))
+
+
+class AbstractNoise(eqx.Module):
+    """A gradient-noise model: ``covariance(problem, θ) -> D`` and ``factor(problem, θ) -> G``."""
+
+    @abc.abstractmethod
+    def covariance(self, problem: Problem, theta: Float[Array, " d"]) -> Float[Array, "d d"]:
+        """``D(θ)``, the covariance of one example's gradient noise (``B = 1``)."""
+
+    @abc.abstractmethod
+    def factor(self, problem: Problem, theta: Float[Array, " d"]) -> Float[Array, "d r"]:
+        """``G(θ)`` with ``G Gᵀ = D(θ)``."""
+
+    @abc.abstractmethod
+    def n_normals(self, problem: Problem, dim: int) -> int:
+        """Number ``r`` of standard normals one draw of ``G z`` needs."""
+
+    @abc.abstractmethod
+    def apply_factor(self, problem: Problem, theta: Float[Array, " d"], z: Float[Array, " r"]) -> Float[Array, " d"]:
+        """``G(θ) z``, computed without forming more than the model needs."""
+
+    def check(self, problem: Problem, dim: int) -> None:
+        """Raise ``ValueError`` when this noise cannot be used with ``problem`` in dimension ``dim``."""
+
+
+def batch_noise_scale(problem: Problem, batch_size: int, replacement: bool):
+    """The factor ``c/B`` with ``Var(g_B) = (c/B) D``: ``c = 1`` with replacement and
+    ``c = (N − B)/(N − 1)`` for ``B`` distinct examples out of ``N``."""
+    n = problem.n_examples
+    if replacement or n is None:
+        return 1.0 / batch_size
+    if n == 1:
+        return 0.0
+    return (n - batch_size) / ((n - 1) * batch_size)
+
+
+def gradient_covariance(noise: AbstractNoise, problem: Problem, theta, batch_size: int, replacement: bool = True):
+    """Covariance of a batch gradient: ``Var(g_B) = D(θ)/B``, times ``(N−B)/(N−1)`` without replacement."""
+    return batch_noise_scale(problem, batch_size, replacement) * noise.covariance(problem, theta)
+
+
+class IsotropicNoise(AbstractNoise):
+    """``D = variance · I``."""
+
+    variance: Float[Array, ""]
+
+    def __init__(self, variance):
+        self.variance = _nonnegative("variance", variance)
+
+    def covariance(self, problem, theta):
+        return self.variance * jnp.eye(theta.shape[0], dtype=theta.dtype)
+
+    def factor(self, problem, theta):
+        return jnp.sqrt(self.variance) * jnp.eye(theta.shape[0], dtype=theta.dtype)
+
+    def n_normals(self, problem, dim):
+        return dim
+
+    def apply_factor(self, problem, theta, z):
+        return jnp.sqrt(self.variance) * z
+
+
+class DiagonalNoise(AbstractNoise):
+    """``D = diag(variances)``: independent coordinates with their own variances."""
+
+    variances: Float[Array, " d"]
+
+    def __init__(self, variances):
+        v = jnp.asarray(variances, dtype=jnp.result_type(float))
+        if v.ndim != 1:
+            raise ValueError(f"variances must be a vector (d,), got shape {v.shape}.")
+        if is_concrete(v) and not bool(jnp.all(v >= 0) & jnp.all(jnp.isfinite(v))):
+            raise ValueError("variances must be finite and >= 0.")
+        self.variances = v
+
+    def check(self, problem, dim):
+        if self.variances.shape[0] != dim:
+            raise ValueError(f"variances has {self.variances.shape[0]} entries but the problem has d={dim}.")
+
+    def covariance(self, problem, theta):
+        return jnp.diag(self.variances).astype(theta.dtype)
+
+    def factor(self, problem, theta):
+        return jnp.diag(jnp.sqrt(self.variances)).astype(theta.dtype)
+
+    def n_normals(self, problem, dim):
+        return dim
+
+    def apply_factor(self, problem, theta, z):
+        return jnp.sqrt(self.variances) * z
+
+
+class ConstantNoise(AbstractNoise):
+    """``D`` = a fixed PSD matrix. Stored as its eigen-factor, with the null space dropped,
+    so a draw costs ``rank(D)`` normals and one ``(d, r)`` product."""
+
+    cov: Float[Array, "d d"]
+    _factor: Float[Array, "d r"]
+
+    def __init__(self, covariance):
+        cov = square_matrix("covariance", covariance, psd=True)
+        self.cov = cov
+        if is_concrete(cov):
+            lam, vec = np.linalg.eigh(np.asarray(cov, dtype=np.float64))
+            keep = lam > 1e-12 * max(1.0, float(np.abs(lam).max()))
+            keep[-1] = True  # at least one column
+            fac = vec[:, keep] * np.sqrt(np.clip(lam[keep], 0.0, None))
+            self._factor = jnp.asarray(fac, dtype=cov.dtype)
+        else:
+            self._factor = _psd_factor(cov)
+
+    def check(self, problem, dim):
+        if self.cov.shape[0] != dim:
+            raise ValueError(f"covariance has shape {self.cov.shape} but the problem has d={dim} parameters.")
+
+    def covariance(self, problem, theta):
+        return self.cov.astype(theta.dtype)
+
+    def factor(self, problem, theta):
+        return self._factor.astype(theta.dtype)
+
+    def n_normals(self, problem, dim):
+        return int(self._factor.shape[1])
+
+    def apply_factor(self, problem, theta, z):
+        return self._factor.astype(z.dtype) @ z
+
+
+class HessianNoise(AbstractNoise):
+    """``D = scale · ∇²L(θ)₊``, the PSD part of the Hessian (negative eigenvalues clipped).
+
+    Near a minimum of a negative log-likelihood the mini-batch noise covariance is close to
+    the Hessian (Zhu et al. 2019; Xie, Sato & Sugiyama 2021). The Hessian is formed densely
+    from ``d`` HVPs, so this model is for small and medium ``d``.
+    """
+
+    scale: Float[Array, ""]
+
+    def __init__(self, scale=1.0):
+        self.scale = _nonnegative("scale", scale)
+
+    def covariance(self, problem, theta):
+        g = self.factor(problem, theta)
+        return g @ g.T
+
+    def factor(self, problem, theta):
+        return _psd_factor(self.scale * problem.hessian(theta))
+
+    def n_normals(self, problem, dim):
+        return dim
+
+    def apply_factor(self, problem, theta, z):
+        return self.factor(problem, theta) @ z
+
+
+class MinibatchNoise(AbstractNoise):
+    """Exact mini-batch noise of a finite sum:
+    ``D(θ) = (1/N) Σ ∇fᵢ∇fᵢᵀ − ∇L∇Lᵀ``.
+
+    The factor is the centred per-example gradient matrix ``Gcᵀ/√N`` (``d × N``); a draw
+    is ``Gcᵀ z/√N`` with ``N`` normals, never a ``d × d`` matrix. Dynamics apply the batch
+    factor ``1/B`` (and ``(N−B)/(N−1)`` without replacement) on top.
+    """
+
+    def check(self, problem, dim):
+        problem._need_data("MinibatchNoise")
+
+    def _centred(self, problem, theta):
+        g = problem.per_example_grads(theta)
+        return g - jnp.mean(g, axis=0)
+
+    def covariance(self, problem, theta):
+        gc = self._centred(problem, theta)
+        return gc.T @ gc / gc.shape[0]
+
+    def factor(self, problem, theta):
+        gc = self._centred(problem, theta)
+        return gc.T / jnp.sqrt(gc.shape[0])
+
+    def n_normals(self, problem, dim):
+        problem._need_data("MinibatchNoise")
+        return problem.n_examples
+
+    def apply_factor(self, problem, theta, z):
+        gc = self._centred(problem, theta)
+        return gc.T @ z / jnp.sqrt(gc.shape[0])
+
+
+class EmpiricalFisherNoise(AbstractNoise):
+    """The empirical Fisher ``F(θ) = (1/N) Σ ∇fᵢ∇fᵢᵀ`` (uncentred), the usual stand-in for
+    the noise of a log-likelihood loss. ``F = D + ∇L∇Lᵀ``; at a minimum they coincide."""
+
+    def check(self, problem, dim):
+        problem._need_data("EmpiricalFisherNoise")
+
+    def covariance(self, problem, theta):
+        g = problem.per_example_grads(theta)
+        return g.T @ g / g.shape[0]
+
+    def factor(self, problem, theta):
+        g = problem.per_example_grads(theta)
+        return g.T / jnp.sqrt(g.shape[0])
+
+    def n_normals(self, problem, dim):
+        problem._need_data("EmpiricalFisherNoise")
+        return problem.n_examples
+
+    def apply_factor(self, problem, theta, z):
+        g = problem.per_example_grads(theta)
+        return g.T @ z / jnp.sqrt(g.shape[0])
+
+
+def _nonnegative(name, value):
+    arr = jnp.asarray(value, dtype=jnp.result_type(float))
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}.")
+    if is_concrete(arr) and not (np.isfinite(float(arr)) and float(arr) >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+    return arr
+
+
+__all__ = [
+    "AbstractNoise",
+    "IsotropicNoise",
+    "DiagonalNoise",
+    "ConstantNoise",
+    "HessianNoise",
+    "MinibatchNoise",
+    "EmpiricalFisherNoise",
+    "gradient_covariance",
+    "batch_noise_scale",
+]

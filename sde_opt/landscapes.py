@@ -1,0 +1,192 @@
+"""Analytic landscapes with known minima, saddles, Hessians and barriers.
+
+Each function returns a :class:`sde_opt.Problem` whose ``info`` dict records what is known
+in closed form (``minima``, ``saddles``, ``hessians_min``, ``hessians_saddle``,
+``barrier``, ``dim``), so tests and analyses can compare against ground truth.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from ._checks import positive, positive_int, square_matrix
+from ._problem import Problem
+
+
+def _f(x):
+    return jnp.asarray(x, dtype=jnp.result_type(float))
+
+
+def quadratic(hessian, minimum=None) -> Problem:
+    """``L(θ) = ½ (θ − θ*)ᵀ H (θ − θ*)`` with a symmetric ``H``.
+
+    Example:
+        >>> import jax.numpy as jnp, sde_opt as so
+        >>> so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 10.0]))).loss(jnp.ones(2))
+        Array(5.5, dtype=float32)
+    """
+    h = square_matrix("hessian", hessian)
+    d = h.shape[0]
+    m = jnp.zeros(d, h.dtype) if minimum is None else _f(minimum)
+    if m.shape != (d,):
+        raise ValueError(f"minimum must have shape ({d},) to match hessian, got {m.shape}.")
+
+    def loss(theta):
+        e = theta - m
+        return 0.5 * e @ (h @ e)
+
+    return Problem(loss, info={"dim": d, "minima": m[None], "hessians_min": h[None]}, name="quadratic")
+
+
+def double_well(barrier=1.0, curvature=1.0, dim: int = 1, transverse=None) -> Problem:
+    """Double well ``h (x₀²/a² − 1)²`` in the first coordinate, with minima at ``x₀ = ±a``,
+    ``a = √(8h/κ)`` so that the curvature at each minimum is ``κ`` and ``−κ/2`` at the saddle
+    ``x₀ = 0``; the other ``dim − 1`` coordinates are independent quadratics ``½ kᵢ xᵢ²``
+    (separable d-D well; ``transverse`` gives the ``kᵢ``, default ``κ``).
+
+    Args:
+        barrier: ``h = L(saddle) − L(minimum) > 0``.
+        curvature: ``κ = L''`` at the minima.
+        dim: total dimension ``d >= 1``.
+        transverse: ``(d − 1,)`` curvatures of the other coordinates.
+    """
+    h = positive("barrier", barrier)
+    kappa = positive("curvature", curvature)
+    dim = positive_int("dim", dim)
+    k = jnp.full((dim - 1,), kappa) if transverse is None else _f(transverse)
+    if k.shape != (dim - 1,):
+        raise ValueError(f"transverse must have shape ({dim - 1},), got {k.shape}.")
+    a = jnp.sqrt(8.0 * h / kappa)
+
+    def loss(theta):
+        x = theta[0]
+        return h * (x**2 / a**2 - 1.0) ** 2 + 0.5 * jnp.sum(k * theta[1:] ** 2)
+
+    e0 = jnp.zeros(dim).at[0].set(1.0)
+    hmin = jnp.diag(jnp.concatenate([kappa[None], k]))
+    hsad = jnp.diag(jnp.concatenate([-0.5 * kappa[None], k]))
+    info = {
+        "dim": dim,
+        "minima": jnp.stack([-a * e0, a * e0]),
+        "saddles": jnp.zeros((1, dim)),
+        "hessians_min": jnp.stack([hmin, hmin]),
+        "hessians_saddle": hsad[None],
+        "barrier": h,
+        "half_width": a,
+    }
+    return Problem(loss, info=info, name="double_well")
+
+
+def _sharp_flat_profile(ratio: float):
+    """Quartic ``v`` with ``v'(x) = (x² − 1)(αx + β)``, ``v''(−1) = 1``, ``v''(1) = ratio``."""
+    alpha, beta = (1.0 + ratio) / 4.0, (ratio - 1.0) / 4.0
+
+    def v(x):  # ∫ (x²−1)(αx+β) dx = α x⁴/4 + β x³/3 − α x²/2 − β x
+        return alpha * x**4 / 4 + beta * x**3 / 3 - alpha * x**2 / 2 - beta * x
+
+    x_top = -beta / alpha
+    return v, x_top
+
+
+def sharp_flat(sharp=10.0, flat=1.0, barrier=1.0, sharp_transverse=None, flat_transverse=None) -> Problem:
+    """A 2-D landscape with a sharp minimum at ``(−w, 0)`` and a flat one at ``(+w, 0)``.
+
+    ``L(x, y) = V(x) + ½ k(x) y²``: ``V`` is the quartic whose curvature is ``sharp`` at the
+    left minimum and ``flat`` at the right one, scaled so the barrier seen from the sharp
+    minimum is ``barrier``; ``k`` interpolates the transverse curvature geometrically from
+    ``sharp_transverse`` to ``flat_transverse`` (defaults: ``sharp`` and ``flat``). The
+    Hessians at both minima are exactly ``diag(sharp, k_s)`` and ``diag(flat, k_f)``.
+    """
+    a = float(positive("sharp", sharp))
+    b = float(positive("flat", flat))
+    hb = float(positive("barrier", barrier))
+    ks = a if sharp_transverse is None else float(positive("sharp_transverse", sharp_transverse))
+    kf = b if flat_transverse is None else float(positive("flat_transverse", flat_transverse))
+    v, x_top = _sharp_flat_profile(b / a)
+    dv_sharp = v(x_top) - v(-1.0)
+    c = hb / dv_sharp  # energy scale
+    w = np.sqrt(c / a)  # V''(−w) = c/w² · 1 = a
+
+    def loss(theta):
+        x, y = theta[0], theta[1]
+        u = x / w
+        p = jnp.clip((u + 1.0) / 2.0, 0.0, 1.0)
+        s = p * p * (3.0 - 2.0 * p)
+        logk = (1.0 - s) * np.log(ks) + s * np.log(kf)
+        return c * v(u) + 0.5 * jnp.exp(logk) * y**2
+
+    kx_top = c / w**2 * (x_top**2 - 1.0) * (1.0 + b / a) / 4.0
+    p_top = (x_top + 1.0) / 2.0
+    s_top = p_top * p_top * (3 - 2 * p_top)
+    ky_top = np.exp((1 - s_top) * np.log(ks) + s_top * np.log(kf))
+    info = {
+        "dim": 2,
+        "minima": jnp.array([[-w, 0.0], [w, 0.0]]),
+        "saddles": jnp.array([[x_top * w, 0.0]]),
+        "hessians_min": jnp.array([np.diag([a, ks]), np.diag([b, kf])]),
+        "hessians_saddle": jnp.array([np.diag([kx_top, ky_top])]),
+        "barrier": jnp.array([hb, c * (v(x_top) - v(1.0))]),
+        "values_min": jnp.array([c * v(-1.0), c * v(1.0)]),
+    }
+    return Problem(loss, info=info, name="sharp_flat")
+
+
+def strict_saddle() -> Problem:
+    """``L(x, y) = ½x² + ¼y⁴ − ½y²``: a strict saddle at the origin (Hessian diag(1, −1))
+    between minima at ``(0, ±1)`` (Hessian diag(1, 2)); barrier ¼."""
+
+    def loss(theta):
+        x, y = theta[0], theta[1]
+        return 0.5 * x**2 + 0.25 * y**4 - 0.5 * y**2
+
+    info = {
+        "dim": 2,
+        "minima": jnp.array([[0.0, -1.0], [0.0, 1.0]]),
+        "saddles": jnp.zeros((1, 2)),
+        "hessians_min": jnp.array([np.diag([1.0, 2.0])] * 2),
+        "hessians_saddle": jnp.array([np.diag([1.0, -1.0])]),
+        "barrier": jnp.asarray(0.25),
+    }
+    return Problem(loss, info=info, name="strict_saddle")
+
+
+_ST_MIN = -2.903534027771177  # root of 4x³ − 32x + 5 = 0 (global minimiser per coordinate)
+
+
+def styblinski_tang(dim: int = 2) -> Problem:
+    """``L(θ) = ½ Σ (θᵢ⁴ − 16θᵢ² + 5θᵢ)``; global minimum at ``θᵢ ≈ −2.9035`` for all i,
+    with ``2^d`` local minima (per coordinate −2.9035 or 2.7468)."""
+    dim = positive_int("dim", dim)
+
+    def loss(theta):
+        return 0.5 * jnp.sum(theta**4 - 16.0 * theta**2 + 5.0 * theta)
+
+    hii = 6.0 * _ST_MIN**2 - 16.0
+    info = {
+        "dim": dim,
+        "minima": jnp.full((1, dim), _ST_MIN),
+        "hessians_min": (hii * jnp.eye(dim))[None],
+    }
+    return Problem(loss, info=info, name="styblinski_tang")
+
+
+def x_plus_sin() -> Problem:
+    """The textbook 1-D example ``f(x) = x + sin x``: monotone, with degenerate stationary
+    points (``f' = f'' = 0``) at ``x = π + 2πk``; gradient flow from 2.5 creeps to ``−π``."""
+
+    def loss(theta):
+        return theta[0] + jnp.sin(theta[0])
+
+    return Problem(loss, info={"dim": 1, "stationary": jnp.array([[-np.pi], [np.pi]])}, name="x_plus_sin")
+
+
+def sin_minus_square(amplitude=25.0) -> Problem:
+    """The textbook 1-D example ``f(x) = 25 sin x − x²`` (amplitude adjustable): many local
+    maxima and minima of different sharpness riding on a concave parabola."""
+    amp = positive("amplitude", amplitude)
+
+    def loss(theta):
+        return amp * jnp.sin(theta[0]) - theta[0] ** 2
+
+    return Problem(loss, info={"dim": 1}, name="sin_minus_square")
