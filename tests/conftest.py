@@ -1,0 +1,35 @@
+"""Shared test set-up: float64 everywhere, fixed keys, and a table of landscapes with
+known minima, Hessians and barriers (reused across test files)."""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+
+import sde_opt as so
+
+
+@pytest.fixture
+def getkey():
+    """Deterministic fresh keys: getkey() -> key(0), key(1), ... within one test."""
+    count = iter(range(10**6))
+    return lambda: jr.key(next(count))
+
+
+def landscape_table():
+    """(name, problem) pairs whose info holds exact minima and Hessians."""
+    return [
+        ("quadratic", so.landscapes.quadratic(jnp.array([[2.0, 0.5], [0.5, 1.0]]), jnp.array([1.0, -1.0]))),
+        ("double_well_1d", so.landscapes.double_well(barrier=0.7, curvature=3.0)),
+        ("double_well_3d", so.landscapes.double_well(barrier=1.0, curvature=2.0, dim=3, transverse=[1.0, 5.0])),
+        ("sharp_flat", so.landscapes.sharp_flat(sharp=8.0, flat=1.0, barrier=0.5)),
+        ("strict_saddle", so.landscapes.strict_saddle()),
+        ("styblinski_tang", so.landscapes.styblinski_tang(3)),
+    ]
