@@ -21,6 +21,30 @@ from ._dynamics import (
     ShuffledSGD as ShuffledSGD,
 )
 from ._engine import Ensemble as Ensemble, simulate as simulate
+from ._escape import (
+    EscapeRate as EscapeRate,
+    MemorylessTest as MemorylessTest,
+    Survival as Survival,
+    escape_rate as escape_rate,
+    kaplan_meier as kaplan_meier,
+    memoryless_test as memoryless_test,
+)
+from ._escape_theory import (
+    eyring_kramers_rate as eyring_kramers_rate,
+    kramers_rate as kramers_rate,
+    mean_exit_time_1d as mean_exit_time_1d,
+    temperature as temperature,
+    xie_escape_time as xie_escape_time,
+)
+from ._exit import (
+    AbstractRegion as AbstractRegion,
+    Ball as Ball,
+    CloserToOther as CloserToOther,
+    ExitTimes as ExitTimes,
+    HalfSpace as HalfSpace,
+    LossAbove as LossAbove,
+    first_exit as first_exit,
+)
 from ._io import load as load, register_result as register_result, save as save
 from ._noise import (
     AbstractNoise as AbstractNoise,
@@ -36,3 +60,5 @@ from ._problem import Problem as Problem
 from ._theory import ou_stationary_covariance as ou_stationary_covariance
 
 register_result(Ensemble)
+register_result(ExitTimes)
+register_result(EscapeRate)
