@@ -36,6 +36,16 @@ from ._escape_theory import (
     temperature as temperature,
     xie_escape_time as xie_escape_time,
 )
+from ._escape_experiments import (
+    EscapeStudy as EscapeStudy,
+    SharpToFlat as SharpToFlat,
+    equal_trace_noises as equal_trace_noises,
+    escape_vs_batch as escape_vs_batch,
+    escape_vs_sharpness as escape_vs_sharpness,
+    fit_log_slope as fit_log_slope,
+    sgd_vs_sde_escape as sgd_vs_sde_escape,
+    sharp_to_flat as sharp_to_flat,
+)
 from ._exit import (
     AbstractRegion as AbstractRegion,
     Ball as Ball,
@@ -62,3 +72,48 @@ from ._theory import ou_stationary_covariance as ou_stationary_covariance
 register_result(Ensemble)
 register_result(ExitTimes)
 register_result(EscapeRate)
+
+# curvature and noise spectra, alignment, tracking (issue 3)
+from ._curvature import (
+    AbstractCurvature as AbstractCurvature,
+    AbstractOperator as AbstractOperator,
+    AbstractTraceEstimator as AbstractTraceEstimator,
+    CurvatureOperator as CurvatureOperator,
+    EigResult as EigResult,
+    EmpiricalFisher as EmpiricalFisher,
+    Fisher as Fisher,
+    GaussNewton as GaussNewton,
+    Hessian as Hessian,
+    HutchPlusPlus as HutchPlusPlus,
+    Hutchinson as Hutchinson,
+    MatrixOperator as MatrixOperator,
+    SpectralDensity as SpectralDensity,
+    TraceEstimate as TraceEstimate,
+    curvature_operator as curvature_operator,
+    eigs as eigs,
+    hessian_density as hessian_density,
+    hessian_eigs as hessian_eigs,
+    hessian_trace as hessian_trace,
+    parameter_groups as parameter_groups,
+    plot_spectral_density as plot_spectral_density,
+    spectral_density as spectral_density,
+    trace as trace,
+)
+from ._noise_spectrum import (
+    GramOperator as GramOperator,
+    NoiseCovariance as NoiseCovariance,
+    centred_gradients as centred_gradients,
+    noise_eigs as noise_eigs,
+    noise_operator as noise_operator,
+    noise_trace as noise_trace,
+)
+from ._alignment import (
+    Alignment as Alignment,
+    alignment as alignment,
+    eigenspace_overlap as eigenspace_overlap,
+    gradient_noise_scale as gradient_noise_scale,
+    noise_hessian_slope as noise_hessian_slope,
+    noise_to_signal as noise_to_signal,
+    trace_hd as trace_hd,
+)
+from ._tracking import History as History, track as track

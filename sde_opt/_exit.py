@@ -172,7 +172,7 @@ def _crossed_between(dyn: AbstractContinuous, region: AbstractRegion, t, dt, x0,
 
 
 @eqx.filter_jit
-def _exit_chunk(dyn, region, y0, keys, dt, max_steps: int, block: int, bridge: bool):
+def _exit_chunk(dyn, region, y0, keys, dt, max_steps: int, block: int, bridge: bool, early_stop: bool):
     problem = dyn.problem
     n = y0.shape[0]
     state0 = jax.vmap(dyn.init)(y0)
@@ -191,17 +191,18 @@ def _exit_chunk(dyn, region, y0, keys, dt, max_steps: int, block: int, bridge: b
             u = jax.vmap(lambda k: jr.uniform(k, dtype=x0.dtype))(ukeys)
             crossed = jax.vmap(lambda a, b, uu: _crossed_between(dyn, region, j * dt, dt, a, b, uu))(x0, x1, u)
             left = left | crossed
-        now = active & left & (j < max_steps)
+        live = j < max_steps  # the last block may run past the horizon: those steps change nothing
+        now = active & left & live
         times = jnp.where(now, (j + 1) * dt, times)
         pos = jnp.where(now[:, None], x1, pos)
         div = div | (now & bad)
-        still = active & ~now & (j < max_steps)
-        state = jax.tree_util.tree_map(lambda a, b: jnp.where(_bcast(still, a), a, b), new, state)
-        return state, still, times, pos, div
+        moving = active & ~now & live
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(_bcast(moving, a), a, b), new, state)
+        return state, active & ~now, times, pos, div
 
     def cond(c):
         j, (_, active, *_rest) = c
-        return (j < max_steps) & jnp.any(active)
+        return (j < max_steps) & (jnp.any(active) | (not early_stop))
 
     def body(c):
         j, carry = c
@@ -230,6 +231,7 @@ def first_exit(
     block: int = 32,
     bridge: bool = False,
     chunk_size: int | None = None,
+    early_stop: bool = True,
 ) -> ExitTimes:
     """Run paths of ``dyn`` from ``y0`` until each leaves the region (``exit_fn(θ)`` true)
     or ``max_steps`` steps have passed (censored at the horizon ``max_steps · dt``).
@@ -246,6 +248,10 @@ def first_exit(
     Args:
         exit_fn: a region value (``so.Ball``, ``so.HalfSpace``, ``so.LossAbove``,
             ``so.CloserToOther``) or a function ``θ -> bool``, true outside.
+        block: steps between checks of "has every path left?".
+        chunk_size: paths per kernel call.
+        early_stop: stop when every path has left (``False`` runs to the horizon; for
+            benchmarks).
 
     Returns:
         :class:`ExitTimes` (``times``, ``exited``, ``positions``, ``diverged``, ``horizon``).
@@ -274,7 +280,7 @@ def first_exit(
         if stop - start < chunk:
             y0_c = jnp.concatenate([y0_c, jnp.broadcast_to(y0_c[:1], (chunk - (stop - start), y0.shape[1]))])
         y0_c, keys = shard_paths(y0_c, path_keys(key, start, chunk))
-        out = _exit_chunk(dyn, region, y0_c, keys, dt.astype(y0.dtype), max_steps, block, bool(bridge))
+        out = _exit_chunk(dyn, region, y0_c, keys, dt.astype(y0.dtype), max_steps, block, bool(bridge), bool(early_stop))
         parts.append(tuple(o[: stop - start] for o in out[:4]) + (out[4],))
     times, exited, pos, div = (jnp.concatenate([p[i] for p in parts]) for i in range(4))
     steps = max(int(p[4]) for p in parts)

@@ -190,3 +190,24 @@ def sin_minus_square(amplitude=25.0) -> Problem:
         return amp * jnp.sin(theta[0]) - theta[0] ** 2
 
     return Problem(loss, info={"dim": 1}, name="sin_minus_square")
+
+
+def perturbed_sum(problem: Problem, *, n_examples: int = 32, shift_std=0.1, key) -> Problem:
+    """A finite sum built from an analytic landscape: ``fᵢ(θ) = L(θ − δᵢ)`` with centred
+    Gaussian shifts ``δᵢ`` (``shift_std`` per coordinate). Its mini-batch noise is genuine
+    and state-dependent, ``D(θ) ≈ H(θ) Cov(δ) H(θ)`` for small shifts, so real SGD runs on
+    it. ``info`` keeps the base landscape's (approximate, for small shifts) facts."""
+    import jax.random as jr
+
+    n = positive_int("n_examples", n_examples)
+    std = positive("shift_std", shift_std)
+    d = problem.dim
+    if d is None:
+        raise ValueError("perturbed_sum needs a landscape with a known dimension (info['dim']).")
+    shifts = std * jr.normal(key, (n, d))
+    shifts = shifts - jnp.mean(shifts, axis=0)
+
+    def loss(theta, delta):
+        return problem.loss(theta - delta)
+
+    return Problem(loss, shifts, info=dict(problem.info), name=f"perturbed_{problem.name}")

@@ -1,0 +1,268 @@
+"""Escape experiments as library functions (the notebook, the figures and the demo call these).
+
+* :func:`escape_vs_sharpness` — mean escape time from a 1-D double-well minimum of
+  curvature λ at fixed barrier, for Hessian-shaped noise (``D = H(θ*)``) and for isotropic
+  noise of a fixed variance, with the exact quadrature, Kramers and Xie et al. beside it.
+* :func:`escape_vs_batch` — the same against ``B/lr``.
+* :func:`sharp_to_flat` — the 2-D sharp/flat toy of Zhu et al. (2019): start in the sharp
+  minimum, count how many paths end in the flat one, per noise shape of equal total variance.
+* :func:`sgd_vs_sde_escape` — real mini-batch SGD against its SDE on one finite-sum landscape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from ._dynamics import SGD, SGDSDE, NoisyGD
+from ._escape import escape_rate
+from ._escape_theory import kramers_rate, mean_exit_time_1d, temperature, xie_escape_time
+from ._exit import CloserToOther, HalfSpace, first_exit
+from ._noise import AbstractNoise, ConstantNoise, DiagonalNoise, IsotropicNoise, MinibatchNoise
+from . import landscapes
+
+
+class Progress:
+    """A minimal progress line on stderr for loops that run longer than a few seconds."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True):
+        self.total, self.label, self.enabled = total, label, enabled
+        self.done, self.t0 = 0, time.perf_counter()
+
+    def step(self, what: str = ""):
+        self.done += 1
+        if self.enabled:
+            el = time.perf_counter() - self.t0
+            eta = el / self.done * (self.total - self.done)
+            bar = "#" * int(20 * self.done / self.total)
+            sys.stderr.write(f"\r{self.label} [{bar:<20}] {self.done}/{self.total} {el:5.1f}s eta {eta:5.1f}s {what:<24}")
+            if self.done == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+@dataclasses.dataclass
+class EscapeStudy:
+    """One row per setting: the measured escape statistics and the theory beside them.
+
+    ``mean_time`` is ``1/rate`` of the censored exponential fit with its exact interval
+    ``[mean_low, mean_high]``; ``exact`` is the 1-D quadrature mean first-passage time,
+    ``kramers`` and ``xie`` the asymptotic formulas (NaN where they do not apply).
+    """
+
+    x: np.ndarray
+    x_name: str
+    noise: str
+    mean_time: np.ndarray
+    mean_low: np.ndarray
+    mean_high: np.ndarray
+    n_exited: np.ndarray
+    n_censored: np.ndarray
+    exact: np.ndarray
+    kramers: np.ndarray
+    xie: np.ndarray
+    config: dict
+
+    def as_arrays(self) -> dict:
+        return {k: np.asarray(v) for k, v in dataclasses.asdict(self).items() if isinstance(v, np.ndarray)}
+
+    def table(self) -> str:
+        head = f"{self.x_name:>10} {'noise':>10} {'tau (MC)':>10} {'95% CI':>21} {'exits':>6} {'exact':>10} {'Kramers':>10} {'Xie s=1':>10}"
+        rows = [head]
+        for i in range(len(self.x)):
+            rows.append(
+                f"{self.x[i]:>10.4g} {self.noise:>10} {self.mean_time[i]:>10.4g} "
+                f"[{self.mean_low[i]:>9.4g}, {self.mean_high[i]:>9.4g}] {int(self.n_exited[i]):>6d} "
+                f"{self.exact[i]:>10.4g} {self.kramers[i]:>10.4g} {self.xie[i]:>10.4g}"
+            )
+        return "\n".join(rows)
+
+
+def _well_noise(kind: str, curvature: float, iso_variance: float) -> AbstractNoise:
+    if kind == "hessian":
+        return ConstantNoise(jnp.array([[curvature]]))
+    if kind == "isotropic":
+        return IsotropicNoise(iso_variance)
+    raise ValueError(f"noise must be 'hessian' or 'isotropic', got {kind!r}.")
+
+
+def _double_well_escape(curvature, barrier, lr, batch_size, kind, iso_variance, *, key, n_paths, dt, exit_frac,
+                        horizon_factor, max_steps_cap):
+    """Escape from the left minimum of a 1-D double well across ``x = exit_frac · a``."""
+    prob = landscapes.double_well(barrier=barrier, curvature=curvature)
+    a = float(prob.info["half_width"])
+    noise = _well_noise(kind, curvature, iso_variance)
+    var = curvature if kind == "hessian" else iso_variance
+    temp = temperature(lr, batch_size, var)
+    x_exit = exit_frac * a
+    grad = lambda x: 4 * barrier * x * (x**2 / a**2 - 1) / a**2
+    exact = mean_exit_time_1d(lambda x: -grad(x), lambda x: 2 * temp + 0 * x, -a, -3 * a, x_exit)
+    kr = 1.0 / kramers_rate(barrier, curvature, -curvature / 2, temp)
+    xie = xie_escape_time(barrier, curvature, -curvature / 2, lr, batch_size, s=1.0) if kind == "hessian" else np.nan
+    dyn = SGDSDE(prob, lr, batch_size, noise)
+    step = lr if dt is None else dt
+    max_steps = int(min(max_steps_cap, np.ceil(horizon_factor * exact / step)))
+    ex = first_exit(dyn, jnp.array([-a]), HalfSpace(jnp.array([1.0]), x_exit), key=key, n_paths=n_paths,
+                    max_steps=max_steps, dt=dt, bridge=dt is not None)
+    return escape_rate(ex), exact, kr, xie
+
+
+def escape_vs_sharpness(sharpness, *, barrier=0.25, lr=0.1, batch_size=1, noise="hessian", iso_variance=None,
+                        key, n_paths=2000, dt=None, exit_frac=0.5, horizon_factor=3.0, max_steps_cap=200_000,
+                        progress=True) -> EscapeStudy:
+    """Mean escape time against the curvature λ of a 1-D double-well minimum, barrier fixed.
+
+    ``noise="hessian"``: SGD-shaped noise frozen at the minimum, ``D = λ`` (Zhu et al. 2019's
+    "GLD Hessian"); the SDE is Langevin at ``T = lr λ/(2B)``, so ``log τ ≈ 2BΔL/(lr λ)``
+    grows linearly in ``1/λ``. ``noise="isotropic"``: a fixed variance ``iso_variance``
+    (default: the geometric mean of the sharpness range, so the two noises have equal trace
+    there); ``T`` does not change with λ and ``log τ`` moves only through the prefactor.
+
+    ``dt=None`` steps at ``lr`` (one step = one SGD step: the noisy-GD discretisation);
+    a smaller ``dt`` integrates the SDE itself, with the Brownian-bridge exit correction.
+    Paths are censored at ``horizon_factor`` × the exact mean time (at most ``max_steps_cap``).
+    """
+    lam = np.asarray(sharpness, np.float64)
+    if iso_variance is None:
+        iso_variance = float(np.exp(np.mean(np.log(lam))))
+    rows = []
+    bar = Progress(len(lam), f"escape vs sharpness ({noise})", progress)
+    for i, c in enumerate(lam):
+        rows.append(_double_well_escape(float(c), barrier, lr, batch_size, noise, iso_variance, key=jr.fold_in(key, i),
+                                        n_paths=n_paths, dt=dt, exit_frac=exit_frac, horizon_factor=horizon_factor,
+                                        max_steps_cap=max_steps_cap))
+        bar.step(f"lambda={c:.3g}")
+    cfg = dict(barrier=barrier, lr=lr, batch_size=batch_size, noise=noise, iso_variance=iso_variance,
+               n_paths=n_paths, dt=dt, exit_frac=exit_frac, horizon_factor=horizon_factor)
+    return _study(lam, "sharpness", noise, rows, cfg)
+
+
+def escape_vs_batch(batch_over_lr, *, sharpness=2.0, barrier=0.25, lr=0.1, noise="hessian", iso_variance=None,
+                    key, n_paths=2000, dt=None, exit_frac=0.5, horizon_factor=3.0, max_steps_cap=200_000,
+                    progress=True) -> EscapeStudy:
+    """Mean escape time against ``B/lr`` at fixed curvature (``lr`` fixed, ``B`` varied):
+    for Hessian-shaped noise ``log τ ≈ (2ΔL/λ) · B/lr``."""
+    ratios = np.asarray(batch_over_lr, np.float64)
+    batches = np.maximum(1, np.round(ratios * lr)).astype(int)
+    iso_variance = sharpness if iso_variance is None else iso_variance
+    rows = []
+    bar = Progress(len(batches), f"escape vs B/lr ({noise})", progress)
+    for i, b in enumerate(batches):
+        rows.append(_double_well_escape(sharpness, barrier, lr, int(b), noise, iso_variance, key=jr.fold_in(key, i),
+                                        n_paths=n_paths, dt=dt, exit_frac=exit_frac, horizon_factor=horizon_factor,
+                                        max_steps_cap=max_steps_cap))
+        bar.step(f"B={b}")
+    cfg = dict(sharpness=sharpness, barrier=barrier, lr=lr, noise=noise, n_paths=n_paths, dt=dt, exit_frac=exit_frac)
+    return _study(batches / lr, "B/lr", noise, rows, cfg)
+
+
+def _study(x, x_name, noise, rows, cfg) -> EscapeStudy:
+    col = lambda f: np.array([f(r) for r in rows], np.float64)
+    return EscapeStudy(
+        x=np.asarray(x, np.float64), x_name=x_name, noise=noise,
+        mean_time=col(lambda r: r[0].mean_time), mean_low=col(lambda r: r[0].mean_low),
+        mean_high=col(lambda r: r[0].mean_high), n_exited=col(lambda r: r[0].n_exited),
+        n_censored=col(lambda r: r[0].n_censored), exact=col(lambda r: r[1]), kramers=col(lambda r: r[2]),
+        xie=col(lambda r: r[3]), config=cfg,
+    )
+
+
+def fit_log_slope(x, tau, low, high):
+    """Weighted least-squares slope of ``log τ`` against ``x`` with its standard error
+    (weights from the half-width of the log-interval)."""
+    x, y = np.asarray(x, float), np.log(np.asarray(tau, float))
+    s = (np.log(np.asarray(high, float)) - np.log(np.asarray(low, float))) / (2 * 1.96)
+    w = 1.0 / np.maximum(s, 1e-12) ** 2
+    a = np.vstack([x, np.ones_like(x)]).T
+    cov = np.linalg.inv(a.T @ (w[:, None] * a))
+    coef = cov @ (a.T @ (w * y))
+    return float(coef[0]), float(np.sqrt(cov[0, 0]))
+
+
+def equal_trace_noises(hessian, total_variance=None) -> dict[str, AbstractNoise]:
+    """Noise shapes of equal total variance ``Tr D`` around a minimum with Hessian ``H``
+    (Zhu et al. 2019): isotropic, diagonal of ``H``, ``H`` itself, and ``H``'s top eigenvector."""
+    h = np.asarray(hessian, np.float64)
+    tr = float(np.trace(h)) if total_variance is None else float(total_variance)
+    d = h.shape[0]
+    lam, vec = np.linalg.eigh(h)
+    top = vec[:, -1]
+    return {
+        "isotropic": IsotropicNoise(tr / d),
+        "diagonal": DiagonalNoise(np.diag(h) * tr / np.trace(h)),
+        "hessian": ConstantNoise(h * tr / np.trace(h)),
+        "top_eigvec": ConstantNoise(tr * np.outer(top, top)),
+    }
+
+
+@dataclasses.dataclass
+class SharpToFlat:
+    """Fraction of paths that left the sharp minimum's cell for the flat one, per noise."""
+
+    names: list
+    fraction: np.ndarray
+    stderr: np.ndarray
+    mean_exit_time: np.ndarray
+    config: dict
+
+    def table(self) -> str:
+        rows = [f"{'noise':>12} {'escaped':>9} {'+-SE':>7} {'mean exit t':>12}"]
+        for n, f, s, t in zip(self.names, self.fraction, self.stderr, self.mean_exit_time):
+            rows.append(f"{n:>12} {f:>9.3f} {s:>7.3f} {t:>12.4g}")
+        return "\n".join(rows)
+
+
+def sharp_to_flat(problem=None, noises: dict | None = None, *, lr=0.05, batch_size=1, n_steps=2000, n_paths=2000,
+                  key, dt=None, progress=True) -> SharpToFlat:
+    """Start every path at the sharp minimum of a 2-D sharp/flat landscape and count the
+    fraction that reaches the flat minimum's side (closer to it than to the sharp one) within
+    ``n_steps``, for each noise shape (default :func:`equal_trace_noises` of the sharp
+    minimum's Hessian). Binomial standard errors."""
+    problem = landscapes.sharp_flat(sharp=8.0, flat=1.0, barrier=0.4, sharp_transverse=2.0) if problem is None else problem
+    minima = problem.info["minima"]
+    noises = equal_trace_noises(problem.info["hessians_min"][0]) if noises is None else noises
+    region = CloserToOther(minima, home=0)
+    frac, se, mt = [], [], []
+    bar = Progress(len(noises), "sharp -> flat", progress)
+    for i, (name, noise) in enumerate(noises.items()):
+        ex = first_exit(SGDSDE(problem, lr, batch_size, noise), minima[0], region, key=jr.fold_in(key, i),
+                        n_paths=n_paths, max_steps=n_steps, dt=dt)
+        p = float(jnp.mean(ex.exited))
+        frac.append(p)
+        se.append(np.sqrt(max(p * (1 - p), 1.0 / n_paths) / n_paths))
+        mt.append(escape_rate(ex).mean_time)
+        bar.step(name)
+    cfg = dict(lr=lr, batch_size=batch_size, n_steps=n_steps, n_paths=n_paths, dt=dt, landscape=problem.name)
+    return SharpToFlat(list(noises), np.array(frac), np.array(se), np.array(mt), cfg)
+
+
+def sgd_vs_sde_escape(*, n_examples=32, shift_std=0.3, barrier=0.25, curvature=2.0, lr=0.1, batch_size=1,
+                      n_paths=2000, max_steps=20_000, key, dt_fine=None, progress=True) -> dict:
+    """Real mini-batch SGD against its SDE on the same finite-sum double well
+    (``fᵢ(x) = L(x − δᵢ)``): escape rates of SGD, of noisy GD with the exact mini-batch
+    covariance, and of the SGD SDE at ``dt = lr`` and at ``dt_fine``."""
+    k_data, k_run = jr.split(key)
+    base = landscapes.double_well(barrier=barrier, curvature=curvature)
+    prob = landscapes.perturbed_sum(base, n_examples=n_examples, shift_std=shift_std, key=k_data)
+    a = float(base.info["half_width"])
+    x0, region = jnp.array([-a]), HalfSpace(jnp.array([1.0]), 0.5 * a)
+    runs = {
+        "SGD": (SGD(prob, lr, batch_size), None),
+        "NoisyGD": (NoisyGD(prob, lr, batch_size, MinibatchNoise()), None),
+        "SDE dt=lr": (SGDSDE(prob, lr, batch_size, MinibatchNoise()), None),
+    }
+    if dt_fine is not None:
+        runs["SDE dt fine"] = (SGDSDE(prob, lr, batch_size, MinibatchNoise()), dt_fine)
+    out = {}
+    bar = Progress(len(runs), "SGD vs SDE escape", progress)
+    for i, (name, (dyn, dt)) in enumerate(runs.items()):
+        steps = max_steps if dt is None else int(max_steps * lr / dt)
+        ex = first_exit(dyn, x0, region, key=jr.fold_in(k_run, i), n_paths=n_paths, max_steps=steps, dt=dt)
+        out[name] = escape_rate(ex)
+        bar.step(name)
+    return out
