@@ -36,9 +36,15 @@ from ._escape_theory import (
     temperature as temperature,
     xie_escape_time as xie_escape_time,
 )
+from ._escape_plots import (
+    plot_escape_study as plot_escape_study,
+    plot_rates as plot_rates,
+    plot_sharp_to_flat as plot_sharp_to_flat,
+)
 from ._escape_experiments import (
     EscapeStudy as EscapeStudy,
     SharpToFlat as SharpToFlat,
+    default_sharp_flat as default_sharp_flat,
     equal_trace_noises as equal_trace_noises,
     escape_vs_batch as escape_vs_batch,
     escape_vs_sharpness as escape_vs_sharpness,
@@ -64,6 +70,7 @@ from ._noise import (
     HessianNoise as HessianNoise,
     IsotropicNoise as IsotropicNoise,
     MinibatchNoise as MinibatchNoise,
+    ScaledNoise as ScaledNoise,
     gradient_covariance as gradient_covariance,
 )
 from ._problem import Problem as Problem
@@ -117,3 +124,4 @@ from ._alignment import (
     trace_hd as trace_hd,
 )
 from ._tracking import History as History, track as track
+

@@ -23,7 +23,7 @@ from ._dynamics import SGD, SGDSDE, NoisyGD
 from ._escape import escape_rate
 from ._escape_theory import kramers_rate, mean_exit_time_1d, temperature, xie_escape_time
 from ._exit import CloserToOther, HalfSpace, first_exit
-from ._noise import AbstractNoise, ConstantNoise, DiagonalNoise, IsotropicNoise, MinibatchNoise
+from ._noise import AbstractNoise, ConstantNoise, DiagonalNoise, IsotropicNoise, MinibatchNoise, ScaledNoise
 from . import landscapes
 
 
@@ -184,20 +184,27 @@ def fit_log_slope(x, tau, low, high):
     return float(coef[0]), float(np.sqrt(cov[0, 0]))
 
 
-def equal_trace_noises(hessian, total_variance=None) -> dict[str, AbstractNoise]:
+def equal_trace_noises(hessian, total_variance=None, *, covariance_source=None, at=None) -> dict[str, AbstractNoise]:
     """Noise shapes of equal total variance ``Tr D`` around a minimum with Hessian ``H``
-    (Zhu et al. 2019): isotropic, diagonal of ``H``, ``H`` itself, and ``H``'s top eigenvector."""
+    (Zhu et al. 2019): isotropic, the diagonal of ``H``, ``H`` itself, ``H``'s top
+    eigenvector, and, given a finite-sum ``covariance_source`` and the minimum ``at``, the
+    genuine mini-batch covariance of that finite sum (state-dependent), scaled to the same
+    trace at ``at``."""
     h = np.asarray(hessian, np.float64)
     tr = float(np.trace(h)) if total_variance is None else float(total_variance)
     d = h.shape[0]
     lam, vec = np.linalg.eigh(h)
     top = vec[:, -1]
-    return {
+    out = {
         "isotropic": IsotropicNoise(tr / d),
         "diagonal": DiagonalNoise(np.diag(h) * tr / np.trace(h)),
         "hessian": ConstantNoise(h * tr / np.trace(h)),
         "top_eigvec": ConstantNoise(tr * np.outer(top, top)),
     }
+    if covariance_source is not None:
+        d_at = MinibatchNoise().covariance(covariance_source, jnp.asarray(at))
+        out["covariance"] = ScaledNoise(MinibatchNoise(), tr / float(jnp.trace(d_at)), source=covariance_source)
+    return out
 
 
 @dataclasses.dataclass
@@ -217,15 +224,24 @@ class SharpToFlat:
         return "\n".join(rows)
 
 
-def sharp_to_flat(problem=None, noises: dict | None = None, *, lr=0.05, batch_size=1, n_steps=2000, n_paths=2000,
-                  key, dt=None, progress=True) -> SharpToFlat:
+def default_sharp_flat():
+    """The sharp/flat toy used by :func:`sharp_to_flat`: curvatures (8, 2) and (1, 1), barrier 1,
+    rotated by 30° so that diagonal and full Hessian noise differ."""
+    return landscapes.sharp_flat(sharp=8.0, flat=1.0, barrier=1.0, sharp_transverse=2.0, angle=np.pi / 6)
+
+
+def sharp_to_flat(problem=None, noises: dict | None = None, *, lr=0.05, batch_size=1, n_steps=1000, n_paths=2000,
+                  key, dt=None, shift_std=0.3, progress=True) -> SharpToFlat:
     """Start every path at the sharp minimum of a 2-D sharp/flat landscape and count the
     fraction that reaches the flat minimum's side (closer to it than to the sharp one) within
-    ``n_steps``, for each noise shape (default :func:`equal_trace_noises` of the sharp
-    minimum's Hessian). Binomial standard errors."""
-    problem = landscapes.sharp_flat(sharp=8.0, flat=1.0, barrier=0.4, sharp_transverse=2.0) if problem is None else problem
+    ``n_steps``, for each noise shape. The default noises are :func:`equal_trace_noises` of
+    the sharp minimum's Hessian, plus the mini-batch covariance of the finite sum
+    ``fᵢ(θ) = L(θ − δᵢ)`` (``shift_std``), all of trace ``Tr H``. Binomial standard errors."""
+    problem = default_sharp_flat() if problem is None else problem
     minima = problem.info["minima"]
-    noises = equal_trace_noises(problem.info["hessians_min"][0]) if noises is None else noises
+    if noises is None:
+        fs = landscapes.perturbed_sum(problem, n_examples=64, shift_std=shift_std, key=jr.fold_in(key, 10_000))
+        noises = equal_trace_noises(problem.info["hessians_min"][0], covariance_source=fs, at=minima[0])
     region = CloserToOther(minima, home=0)
     frac, se, mt = [], [], []
     bar = Progress(len(noises), "sharp -> flat", progress)

@@ -77,7 +77,7 @@ def load(path):
     stem = _stem(path)
     meta = json.loads(stem.with_suffix(".json").read_text())
     with np.load(stem.with_suffix(".npz"), allow_pickle=False) as f:
-        arrays = {k: jnp.asarray(f[k]) for k in f.files}
+        arrays = {k: (jnp.asarray(f[k]) if f[k].dtype.kind in "biufc" else f[k]) for k in f.files}
     if meta["kind"] == "dict":
         return arrays, meta
     cls = _REGISTRY.get(meta["kind"])

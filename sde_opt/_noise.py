@@ -236,6 +236,39 @@ class EmpiricalFisherNoise(AbstractNoise):
         return g.T @ z / jnp.sqrt(g.shape[0])
 
 
+class ScaledNoise(AbstractNoise):
+    """``D = scale · D_base``, optionally evaluated on another problem ``source`` at the
+    same ``θ`` (e.g. the mini-batch covariance of a finite-sum version of an analytic
+    landscape, used as the noise of the landscape itself)."""
+
+    base: AbstractNoise
+    scale: Float[Array, ""]
+    source: Problem | None = None
+
+    def __init__(self, base: AbstractNoise, scale=1.0, source: Problem | None = None):
+        if not isinstance(base, AbstractNoise):
+            raise ValueError(f"base must be a noise model, got {type(base).__name__}.")
+        self.base, self.scale, self.source = base, _nonnegative("scale", scale), source
+
+    def _p(self, problem):
+        return problem if self.source is None else self.source
+
+    def check(self, problem, dim):
+        self.base.check(self._p(problem), dim)
+
+    def covariance(self, problem, theta):
+        return self.scale * self.base.covariance(self._p(problem), theta)
+
+    def factor(self, problem, theta):
+        return jnp.sqrt(self.scale) * self.base.factor(self._p(problem), theta)
+
+    def n_normals(self, problem, dim):
+        return self.base.n_normals(self._p(problem), dim)
+
+    def apply_factor(self, problem, theta, z):
+        return jnp.sqrt(self.scale) * self.base.apply_factor(self._p(problem), theta, z)
+
+
 def _nonnegative(name, value):
     arr = jnp.asarray(value, dtype=jnp.result_type(float))
     if arr.ndim != 0:
@@ -253,6 +286,7 @@ __all__ = [
     "HessianNoise",
     "MinibatchNoise",
     "EmpiricalFisherNoise",
+    "ScaledNoise",
     "gradient_covariance",
     "batch_noise_scale",
 ]

@@ -89,8 +89,10 @@ def _sharp_flat_profile(ratio: float):
     return v, x_top
 
 
-def sharp_flat(sharp=10.0, flat=1.0, barrier=1.0, sharp_transverse=None, flat_transverse=None) -> Problem:
-    """A 2-D landscape with a sharp minimum at ``(−w, 0)`` and a flat one at ``(+w, 0)``.
+def sharp_flat(sharp=10.0, flat=1.0, barrier=1.0, sharp_transverse=None, flat_transverse=None, angle=0.0) -> Problem:
+    """A 2-D landscape with a sharp minimum at ``(−w, 0)`` and a flat one at ``(+w, 0)``
+    (before a rotation of the plane by ``angle`` radians, which makes the Hessians
+    non-diagonal so that diagonal and full Hessian-shaped noise differ).
 
     ``L(x, y) = V(x) + ½ k(x) y²``: ``V`` is the quartic whose curvature is ``sharp`` at the
     left minimum and ``flat`` at the right one, scaled so the barrier seen from the sharp
@@ -108,8 +110,10 @@ def sharp_flat(sharp=10.0, flat=1.0, barrier=1.0, sharp_transverse=None, flat_tr
     c = hb / dv_sharp  # energy scale
     w = np.sqrt(c / a)  # V''(−w) = c/w² · 1 = a
 
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+
     def loss(theta):
-        x, y = theta[0], theta[1]
+        x, y = jnp.asarray(rot.T) @ theta  # coordinates in the unrotated frame
         u = x / w
         p = jnp.clip((u + 1.0) / 2.0, 0.0, 1.0)
         s = p * p * (3.0 - 2.0 * p)
@@ -120,12 +124,13 @@ def sharp_flat(sharp=10.0, flat=1.0, barrier=1.0, sharp_transverse=None, flat_tr
     p_top = (x_top + 1.0) / 2.0
     s_top = p_top * p_top * (3 - 2 * p_top)
     ky_top = np.exp((1 - s_top) * np.log(ks) + s_top * np.log(kf))
+    turn = lambda h: rot @ h @ rot.T
     info = {
         "dim": 2,
-        "minima": jnp.array([[-w, 0.0], [w, 0.0]]),
-        "saddles": jnp.array([[x_top * w, 0.0]]),
-        "hessians_min": jnp.array([np.diag([a, ks]), np.diag([b, kf])]),
-        "hessians_saddle": jnp.array([np.diag([kx_top, ky_top])]),
+        "minima": jnp.array([rot @ [-w, 0.0], rot @ [w, 0.0]]),
+        "saddles": jnp.array([rot @ [x_top * w, 0.0]]),
+        "hessians_min": jnp.array([turn(np.diag([a, ks])), turn(np.diag([b, kf]))]),
+        "hessians_saddle": jnp.array([turn(np.diag([kx_top, ky_top]))]),
         "barrier": jnp.array([hb, c * (v(x_top) - v(1.0))]),
         "values_min": jnp.array([c * v(-1.0), c * v(1.0)]),
     }
