@@ -51,6 +51,15 @@ def _as_arrays(ex):
     return np.asarray(times, np.float64), np.asarray(exited, bool)
 
 
+def _drop_transient(times, exited, offset):
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}.")
+    if offset:
+        keep = times > offset
+        times, exited = times[keep] - offset, exited[keep]
+    return times, exited
+
+
 def _check_confidence(confidence):
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
@@ -66,12 +75,9 @@ def escape_rate(ex, confidence: float = 0.95, *, offset: float = 0.0) -> EscapeR
             dropped with their paths), for exits that are memoryless only after a transient.
     """
     _check_confidence(confidence)
-    times, exited = _as_arrays(ex)
+    times, exited = _drop_transient(*_as_arrays(ex), offset)
     if times.size == 0:
-        raise ValueError("no paths: ex is empty.")
-    if offset:
-        keep = times > offset
-        times, exited = times[keep] - offset, exited[keep]
+        raise ValueError("no paths left: ex is empty, or every path exited before offset.")
     if np.any(~np.isfinite(times)) or np.any(times < 0):
         raise ValueError("times must be finite and >= 0.")
     r = int(exited.sum())
@@ -155,10 +161,11 @@ def _weibull_loglik(k, times, exited):
     return r * np.log(k) - r * np.log(lam_k) + (k - 1) * np.sum(np.log(times[exited])) - tk / lam_k
 
 
-def memoryless_test(ex, confidence: float = 0.95) -> MemorylessTest:
-    """Is the exit time exponential? Weibull likelihood-ratio test with censoring."""
+def memoryless_test(ex, confidence: float = 0.95, *, offset: float = 0.0) -> MemorylessTest:
+    """Is the exit time exponential? Weibull likelihood-ratio test with censoring.
+    ``offset`` drops an initial transient as in :func:`escape_rate`."""
     _check_confidence(confidence)
-    times, exited = _as_arrays(ex)
+    times, exited = _drop_transient(*_as_arrays(ex), offset)
     if exited.sum() < 5:
         raise ValueError(f"only {int(exited.sum())} exits; the test needs at least 5 (run longer or more paths).")
     times = np.maximum(times, np.finfo(float).tiny)

@@ -257,16 +257,22 @@ def sharp_to_flat(problem=None, noises: dict | None = None, *, lr=0.05, batch_si
     return SharpToFlat(list(noises), np.array(frac), np.array(se), np.array(mt), cfg)
 
 
-def sgd_vs_sde_escape(*, n_examples=32, shift_std=0.3, barrier=0.25, curvature=2.0, lr=0.1, batch_size=1,
+def sgd_vs_sde_escape(*, n_examples=64, noise_std=1.1, df=None, barrier=0.25, curvature=2.0, lr=0.1, batch_size=1,
                       n_paths=2000, max_steps=20_000, key, dt_fine=None, progress=True) -> dict:
     """Real mini-batch SGD against its SDE on the same finite-sum double well
-    (``fᵢ(x) = L(x − δᵢ)``): escape rates of SGD, of noisy GD with the exact mini-batch
-    covariance, and of the SGD SDE at ``dt = lr`` and at ``dt_fine``."""
+    ``fᵢ(x) = L(x) + δᵢ x`` (mean exactly the double well, constant noise ``D = Var δ``;
+    Gaussian ``δᵢ``, or Student-t with ``df`` degrees of freedom for heavy tails):
+    escape rates of SGD, of noisy GD with the exact mini-batch covariance, and of the SGD
+    SDE at ``dt = lr`` and at ``dt_fine``, plus the exact 1-D mean time of the SDE
+    (key ``"exact"``: a float)."""
     k_data, k_run = jr.split(key)
     base = landscapes.double_well(barrier=barrier, curvature=curvature)
-    prob = landscapes.perturbed_sum(base, n_examples=n_examples, shift_std=shift_std, key=k_data)
+    prob = landscapes.perturbed_sum(base, n_examples=n_examples, shift_std=noise_std, key=k_data, kind="tilt", df=df)
     a = float(base.info["half_width"])
     x0, region = jnp.array([-a]), HalfSpace(jnp.array([1.0]), 0.5 * a)
+    d_var = float(MinibatchNoise().covariance(prob, x0)[0, 0])
+    temp = temperature(lr, batch_size, d_var)
+    grad = lambda x: 4 * barrier * x * (x**2 / a**2 - 1) / a**2
     runs = {
         "SGD": (SGD(prob, lr, batch_size), None),
         "NoisyGD": (NoisyGD(prob, lr, batch_size, MinibatchNoise()), None),
@@ -278,7 +284,9 @@ def sgd_vs_sde_escape(*, n_examples=32, shift_std=0.3, barrier=0.25, curvature=2
     bar = Progress(len(runs), "SGD vs SDE escape", progress)
     for i, (name, (dyn, dt)) in enumerate(runs.items()):
         steps = max_steps if dt is None else int(max_steps * lr / dt)
-        ex = first_exit(dyn, x0, region, key=jr.fold_in(k_run, i), n_paths=n_paths, max_steps=steps, dt=dt)
+        ex = first_exit(dyn, x0, region, key=jr.fold_in(k_run, i), n_paths=n_paths, max_steps=steps, dt=dt,
+                        bridge=dt is not None)
         out[name] = escape_rate(ex)
         bar.step(name)
+    out["exact"] = mean_exit_time_1d(lambda x: -grad(x), lambda x: 2 * temp + 0 * x, -a, -3 * a, 0.5 * a)
     return out

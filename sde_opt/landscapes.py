@@ -197,11 +197,19 @@ def sin_minus_square(amplitude=25.0) -> Problem:
     return Problem(loss, info={"dim": 1}, name="sin_minus_square")
 
 
-def perturbed_sum(problem: Problem, *, n_examples: int = 32, shift_std=0.1, key) -> Problem:
-    """A finite sum built from an analytic landscape: ``fᵢ(θ) = L(θ − δᵢ)`` with centred
-    Gaussian shifts ``δᵢ`` (``shift_std`` per coordinate). Its mini-batch noise is genuine
-    and state-dependent, ``D(θ) ≈ H(θ) Cov(δ) H(θ)`` for small shifts, so real SGD runs on
-    it. ``info`` keeps the base landscape's (approximate, for small shifts) facts."""
+def perturbed_sum(problem: Problem, *, n_examples: int = 32, shift_std=0.1, key, kind: str = "shift", df=None) -> Problem:
+    """A finite sum built from an analytic landscape, so that real SGD can run on it.
+
+    * ``kind="shift"``: ``fᵢ(θ) = L(θ − δᵢ)``; the noise is state-dependent,
+      ``D(θ) ≈ H(θ) Cov(δ) H(θ)`` for small shifts, but the mean loss is a smoothed ``L``
+      (shifts comparable to the basin width reshape it).
+    * ``kind="tilt"``: ``fᵢ(θ) = L(θ) + δᵢᵀθ``; the mean loss is exactly ``L`` and the
+      noise is constant, ``D = Cov(δ)``, but discrete (``N`` values), not Gaussian.
+
+    ``δᵢ`` are centred Gaussian draws with ``shift_std`` per coordinate, or Student-t draws
+    with ``df > 2`` degrees of freedom (heavy-tailed per-example gradients) scaled to the
+    same standard deviation. ``info`` keeps the
+    base landscape's facts (exact for "tilt", approximate for small "shift")."""
     import jax.random as jr
 
     n = positive_int("n_examples", n_examples)
@@ -209,10 +217,21 @@ def perturbed_sum(problem: Problem, *, n_examples: int = 32, shift_std=0.1, key)
     d = problem.dim
     if d is None:
         raise ValueError("perturbed_sum needs a landscape with a known dimension (info['dim']).")
-    shifts = std * jr.normal(key, (n, d))
+    if kind not in ("shift", "tilt"):
+        raise ValueError(f"kind must be 'shift' or 'tilt', got {kind!r}.")
+    if df is None:
+        shifts = std * jr.normal(key, (n, d))
+    else:
+        if not df > 2:
+            raise ValueError(f"df must be > 2 (finite variance), got {df}.")
+        shifts = std * jr.t(key, df, (n, d)) / jnp.sqrt(df / (df - 2.0))
     shifts = shifts - jnp.mean(shifts, axis=0)
 
-    def loss(theta, delta):
-        return problem.loss(theta - delta)
+    if kind == "shift":
+        def loss(theta, delta):
+            return problem.loss(theta - delta)
+    else:
+        def loss(theta, delta):
+            return problem.loss(theta) + delta @ theta
 
-    return Problem(loss, shifts, info=dict(problem.info), name=f"perturbed_{problem.name}")
+    return Problem(loss, shifts, info=dict(problem.info), name=f"{kind}ed_{problem.name}")
