@@ -125,3 +125,22 @@ from ._alignment import (
 )
 from ._tracking import History as History, track as track
 
+# stability of minima: linear, mean-square, Monte Carlo boundary, stability radius (issue 5)
+from ._stability import (
+    DivergenceBoundary as DivergenceBoundary,
+    GrowthRate as GrowthRate,
+    MeanSquareStability as MeanSquareStability,
+    RadiusCurve as RadiusCurve,
+    StabilityRadius as StabilityRadius,
+    StabilityRegion as StabilityRegion,
+    brownian_max_cdf as brownian_max_cdf,
+    brownian_max_pdf as brownian_max_pdf,
+    brownian_max_quantile as brownian_max_quantile,
+    divergence_boundary as divergence_boundary,
+    gd_max_lr as gd_max_lr,
+    max_excursion as max_excursion,
+    moment_growth_rate as moment_growth_rate,
+    per_example_hessians as per_example_hessians,
+    quantile_interval as quantile_interval,
+    stability_radius as stability_radius,
+)
