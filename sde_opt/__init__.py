@@ -37,6 +37,7 @@ from ._escape_theory import (
     xie_escape_time as xie_escape_time,
 )
 from ._escape_plots import (
+    plot_escape_headline as plot_escape_headline,
     plot_escape_study as plot_escape_study,
     plot_rates as plot_rates,
     plot_sharp_to_flat as plot_sharp_to_flat,
@@ -45,6 +46,7 @@ from ._escape_experiments import (
     EscapeStudy as EscapeStudy,
     SharpToFlat as SharpToFlat,
     default_sharp_flat as default_sharp_flat,
+    escape_headline as escape_headline,
     equal_trace_noises as equal_trace_noises,
     escape_vs_batch as escape_vs_batch,
     escape_vs_sharpness as escape_vs_sharpness,

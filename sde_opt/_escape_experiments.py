@@ -142,6 +142,24 @@ def escape_vs_sharpness(sharpness, *, barrier=0.25, lr=0.1, batch_size=1, noise=
     return _study(lam, "sharpness", noise, rows, cfg)
 
 
+HEADLINE = dict(barrier=0.25, lr=0.1, batch_size=1, lam_min=1.0, lam_max=3.0, n_lam=6, n_paths=2000, dt=0.025)
+
+
+def escape_headline(config: dict | None = None, *, key, progress=True) -> dict:
+    """The headline experiment: :func:`escape_vs_sharpness` for Hessian-shaped and for
+    isotropic noise on the same sharpness grid (``HEADLINE`` defaults, overridable).
+    Returns a flat dict of arrays ``"<noise>_<field>"`` for :func:`sde_opt.save`."""
+    cfg = dict(HEADLINE, **(config or {}))
+    lam = np.geomspace(cfg["lam_min"], cfg["lam_max"], cfg["n_lam"])
+    out = {}
+    for i, kind in enumerate(("hessian", "isotropic")):
+        st = escape_vs_sharpness(lam, noise=kind, barrier=cfg["barrier"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                                 key=jr.fold_in(key, i), n_paths=cfg["n_paths"], dt=cfg["dt"], progress=progress)
+        for k, v in st.as_arrays().items():
+            out[f"{kind}_{k}"] = v
+    return out
+
+
 def escape_vs_batch(batch_over_lr, *, sharpness=2.0, barrier=0.25, lr=0.1, noise="hessian", iso_variance=None,
                     key, n_paths=2000, dt=None, exit_frac=0.5, horizon_factor=3.0, max_steps_cap=200_000,
                     progress=True) -> EscapeStudy:

@@ -58,3 +58,44 @@ def plot_rates(names, rate, low, high, ax=None):
     ax.set_xticks(pos, list(names), rotation=15)
     ax.set_ylabel("escape rate (1/SDE time), 95% CI")
     return ax
+
+
+def split_studies(data: dict) -> list[dict]:
+    """The per-noise studies of :func:`sde_opt.escape_headline` data (``"<noise>_<field>"`` keys)."""
+    out = []
+    for kind in ("hessian", "isotropic"):
+        st = {k[len(kind) + 1:]: np.asarray(v) for k, v in data.items() if k.startswith(kind + "_")}
+        if st:
+            st["noise"] = kind
+            out.append(st)
+    return out
+
+
+def plot_escape_headline(data: dict, png, config: dict | None = None):
+    """The headline figure: ``τ`` against ``1/λ`` for both noises, with fitted slopes."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ._escape_experiments import fit_log_slope
+
+    studies = split_studies(data)
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    plot_escape_study(studies, ax)
+    notes = []
+    for st in studies:
+        s, se = fit_log_slope(1 / st["x"], st["mean_time"], st["mean_low"], st["mean_high"])
+        notes.append(f"{st['noise']}: d log τ / d(1/λ) = {s:.2f} ± {se:.2f}")
+    cfg = config or {}
+    ax.set_xlabel("1 / sharpness λ")
+    ax.set_title(
+        f"Escape from a minimum of sharpness λ (barrier {cfg.get('barrier', '?')}, lr {cfg.get('lr', '?')}, "
+        f"B {cfg.get('batch_size', '?')})\n" + "; ".join(notes),
+        fontsize=8,
+    )
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(png, dpi=130)
+    plt.close(fig)
+    return png
