@@ -146,3 +146,46 @@ from ._stability import (
     quantile_interval as quantile_interval,
     stability_radius as stability_radius,
 )
+
+# optimizers as ODEs and SDEs, modified equations, SVAG and scaling rules (issue 6)
+from ._optimizers import (
+    AbstractOptimizerModel as AbstractOptimizerModel,
+    AdaGradFlow as AdaGradFlow,
+    AdamFlow as AdamFlow,
+    AdamSDE as AdamSDE,
+    HeavyBall as HeavyBall,
+    NesterovFlow as NesterovFlow,
+    NoisyOptax as NoisyOptax,
+    RMSpropFlow as RMSpropFlow,
+    RMSpropSDE as RMSpropSDE,
+    adam_moments as adam_moments,
+    coupled_paths as coupled_paths,
+    global_rmsprop as global_rmsprop,
+    nesterov_sbc as nesterov_sbc,
+    scale_by_global_rms as scale_by_global_rms,
+    scale_by_moments as scale_by_moments,
+)
+from ._modified import (
+    SGDModifiedFlow as SGDModifiedFlow,
+    gd_modified_flow_errors as gd_modified_flow_errors,
+    modified_loss as modified_loss,
+    sgd_modified_flow_errors as sgd_modified_flow_errors,
+)
+from ._svag import (
+    SVAG as SVAG,
+    SVAGOptax as SVAGOptax,
+    svag_adam as svag_adam,
+    svag_gradient as svag_gradient,
+    svag_limit_adam as svag_limit_adam,
+    svag_limit_rmsprop as svag_limit_rmsprop,
+    svag_rmsprop as svag_rmsprop,
+    svag_study as svag_study,
+    svag_weights as svag_weights,
+)
+from ._scaling import (
+    linear_rule_breakdown as linear_rule_breakdown,
+    linear_rule_quadratic as linear_rule_quadratic,
+    linear_scaling_rule as linear_scaling_rule,
+    scaling_rule_sweep as scaling_rule_sweep,
+    sqrt_scaling_rule as sqrt_scaling_rule,
+)

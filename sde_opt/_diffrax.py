@@ -39,7 +39,9 @@ def solve_diffrax(
     if ts is None:
         ts = jnp.linspace(0.0, t1, 101)
     ts = jnp.asarray(ts, dtype=y0.dtype)
-    is_ode = dyn.n_normals(y0.shape[1]) == 0
+    # models with buffers (momentum, second moments) integrate their full state; ys are positions
+    state_size = jax.eval_shape(dyn.init, y0[0]).shape[0]
+    is_ode = dyn.n_normals(state_size) == 0
     if solver is None:
         solver = dfx.Tsit5() if is_ode else dfx.Euler()
     if stepsize_controller is None:
@@ -48,16 +50,16 @@ def solve_diffrax(
         )
     if dt0 is None and isinstance(stepsize_controller, dfx.ConstantStepSize):
         raise ValueError("dt0 is required with a constant step size; pass dt0=... or an adaptive controller.")
-    r = dyn.n_normals(y0.shape[1])
+    r = dyn.n_normals(state_size)
     tol = (dt0 / 2 if dt0 is not None else 1e-3) if brownian_tol is None else brownian_tol
 
     def one(y, k):
         bm = None if is_ode else dfx.VirtualBrownianTree(0.0, t1, tol=tol, shape=(r,), key=k)
         sol = dfx.diffeqsolve(
-            dyn.terms(bm), solver, 0.0, t1, dt0, y,
+            dyn.terms(bm), solver, 0.0, t1, dt0, dyn.init(y),
             saveat=dfx.SaveAt(ts=ts), stepsize_controller=stepsize_controller, max_steps=max_steps,
         )
-        return sol.ys
+        return jax.vmap(dyn.position)(sol.ys)
 
     ys = jax.jit(jax.vmap(one))(y0, path_keys(key, 0, n_paths))
     diverged = ~jnp.all(jnp.isfinite(ys[:, -1]), axis=-1)
