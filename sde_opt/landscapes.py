@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import positive, positive_int, square_matrix
+from ._checks import is_concrete, positive, positive_int, square_matrix
 from ._problem import Problem
 
 
@@ -31,6 +31,8 @@ def quadratic(hessian, minimum=None) -> Problem:
     m = jnp.zeros(d, h.dtype) if minimum is None else _f(minimum)
     if m.shape != (d,):
         raise ValueError(f"minimum must have shape ({d},) to match hessian, got {m.shape}.")
+    if is_concrete(m) and not bool(jnp.all(jnp.isfinite(m))):
+        raise ValueError("minimum contains non-finite values (nan or inf); pass a finite point.")
 
     def loss(theta):
         e = theta - m
@@ -57,6 +59,8 @@ def double_well(barrier=1.0, curvature=1.0, dim: int = 1, transverse=None) -> Pr
     k = jnp.full((dim - 1,), kappa) if transverse is None else _f(transverse)
     if k.shape != (dim - 1,):
         raise ValueError(f"transverse must have shape ({dim - 1},), got {k.shape}.")
+    if is_concrete(k) and not bool(jnp.all(jnp.isfinite(k) & (k > 0))):
+        raise ValueError(f"transverse curvatures must be finite and > 0 (minima need them), got {k}.")
     a = jnp.sqrt(8.0 * h / kappa)
 
     def loss(theta):

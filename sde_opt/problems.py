@@ -23,6 +23,8 @@ def linear_regression(*, key, n_examples: int = 64, dim: int = 2, noise_std=0.5,
     ``yᵢ = xᵢᵀθ_true + noise_std · εᵢ``. ``info`` holds the exact minimiser and Hessian."""
     n = positive_int("n_examples", n_examples)
     d = positive_int("dim", dim)
+    if not (np.isfinite(float(noise_std)) and float(noise_std) >= 0):
+        raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std}.")
     kx, kt, ke = jr.split(key, 3)
     x = jr.normal(kx, (n, d))
     theta_true = jr.normal(kt, (d,))

@@ -33,3 +33,27 @@ def landscape_table():
         ("strict_saddle", so.landscapes.strict_saddle()),
         ("styblinski_tang", so.landscapes.styblinski_tang(3)),
     ]
+
+
+# ---------------------------------------------------------------- statistics helpers
+# Tolerances in the tests are k standard errors computed from the sample itself.
+
+
+def mean_and_se(x, axis=0):
+    """Sample mean and its standard error ``s / sqrt(n)`` along ``axis``."""
+    x = jnp.asarray(x)
+    n = x.shape[axis]
+    return jnp.mean(x, axis=axis), jnp.std(x, axis=axis, ddof=1) / jnp.sqrt(n)
+
+
+def cov_and_se(x):
+    """Sample covariance of ``x`` (n, d) and the entrywise standard error
+    ``SE(Ŝᵢⱼ) = sqrt((m̂₄ᵢⱼ − Ŝᵢⱼ²) / n)`` with ``m̂₄ᵢⱼ = mean((xᵢ − x̄ᵢ)²(xⱼ − x̄ⱼ)²)``
+    (the delta-method variance of a sample covariance, no normality assumed)."""
+    x = jnp.asarray(x)
+    n = x.shape[0]
+    c = x - jnp.mean(x, axis=0)
+    prod = c[:, :, None] * c[:, None, :]
+    cov = jnp.sum(prod, axis=0) / (n - 1)
+    se = jnp.std(prod, axis=0, ddof=1) / jnp.sqrt(n)
+    return cov, se
