@@ -146,6 +146,15 @@ from ._stability import (
     quantile_interval as quantile_interval,
     stability_radius as stability_radius,
 )
+from ._edge_of_stability import (
+    FlowPath as FlowPath,
+    SharpnessHistory as SharpnessHistory,
+    departure_step as departure_step,
+    edge_of_stability as edge_of_stability,
+    gradient_flow_path as gradient_flow_path,
+    lambda_max as lambda_max,
+    train_with_sharpness as train_with_sharpness,
+)
 
 # optimizers as ODEs and SDEs, modified equations, SVAG and scaling rules (issue 6)
 from ._optimizers import (

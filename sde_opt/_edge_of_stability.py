@@ -1,0 +1,346 @@
+"""The edge of stability: full-batch GD drives its sharpness up to ``2/lr`` and hovers there
+(Cohen, Kaur, Li, Kolter & Talwalkar 2021), where the gradient flow stops describing it;
+mini-batch SGD settles below ``2/lr``.
+
+* :func:`train_with_sharpness` runs any engine dynamics (``GD``, ``SGD``) from one start and
+  records ``λmax(∇²L)`` every ``every`` steps inside one jitted ``lax.scan`` (warm-started
+  Lanczos on Hessian-vector products).
+* :func:`gradient_flow_path` solves ``dθ/dt = −∇L`` with diffrax (Tsit5, adaptive) from the
+  same start, on the GD time grid ``t = k · lr``.
+* :func:`departure_step` finds the first record where GD has left the flow.
+* :func:`edge_of_stability` puts these together for several learning rates and batch sizes.
+"""
+
+from __future__ import annotations
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from ._checks import positive, positive_int
+from ._dynamics import GD, SGD, AbstractDynamics
+from ._io import register_result
+from ._problem import Problem
+
+
+def _lanczos_top(mv, v0, n_iter: int):
+    """Largest eigenpair of a symmetric operator by ``n_iter`` steps of Lanczos with full
+    reorthogonalisation from ``v0``. A fixed number of steps (no convergence test) keeps
+    the compiled graph small, so it can sit inside a training scan; warm-started from the
+    previous top eigenvector, 20–40 steps give λmax to float32 precision (checked against
+    :func:`sde_opt.hessian_eigs` in the tests)."""
+    n = v0.shape[0]
+    dtype = v0.dtype
+    tiny = jnp.finfo(dtype).tiny ** 0.5
+    q0 = v0 / jnp.maximum(jnp.linalg.norm(v0), tiny)
+    Q = jnp.zeros((n_iter + 1, n), dtype).at[0].set(q0)
+
+    def body(j, c):
+        Q, alpha, beta = c
+        q = Q[j]
+        w = mv(q)
+        a = q @ w
+        w = w - Q.T @ (Q @ w)
+        w = w - Q.T @ (Q @ w)  # twice is enough (Kahan–Parlett)
+        b = jnp.linalg.norm(w)
+        ok = b > tiny * jnp.maximum(jnp.abs(a), 1.0)
+        Q = Q.at[j + 1].set(jnp.where(ok, w / jnp.where(ok, b, 1.0), 0.0))
+        return Q, alpha.at[j].set(a), beta.at[j].set(jnp.where(ok, b, 0.0))
+
+    Q, alpha, beta = jax.lax.fori_loop(0, n_iter, body, (Q, jnp.zeros(n_iter, dtype), jnp.zeros(n_iter, dtype)))
+    t = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
+    vals, vecs = jnp.linalg.eigh(t)
+    v = vecs[:, -1] @ Q[:n_iter]
+    return vals[-1], v / jnp.maximum(jnp.linalg.norm(v), tiny)
+
+
+def lambda_max(problem: Problem, theta, *, key: PRNGKeyArray | None = None, v0=None, n_iter: int = 30):
+    """``λmax(∇²L(θ))`` and its eigenvector by Lanczos on HVPs (``n_iter`` steps, warm start
+    ``v0``, else a random start from ``key``). Jittable; for the top-k with a convergence
+    test use :func:`sde_opt.hessian_eigs`."""
+    theta = jnp.asarray(theta)
+    if v0 is None:
+        if key is None:
+            raise ValueError("pass key= (random start) or v0= (warm start).")
+        v0 = jr.normal(key, theta.shape, theta.dtype)
+    return _lanczos_top(lambda v: problem.hvp(theta, v), jnp.asarray(v0, theta.dtype), n_iter)
+
+
+class SharpnessHistory(eqx.Module):
+    """A training run with its sharpness recorded (``R = n_steps // every + 1`` records, the
+    first at the start).
+
+    Attributes:
+        steps: ``(R,)`` steps taken before each record.
+        sharpness: ``(R,)`` ``λmax(∇²L(θ))`` (full-batch Hessian).
+        loss: ``(R,)`` full-batch loss.
+        params: ``(R, d)`` the parameters at each record (empty ``(R, 0)`` unless kept).
+        lr: the learning rate; ``2/lr`` is the GD stability threshold.
+        batch_size: ``0`` for full batch.
+    """
+
+    steps: Int[Array, " R"]
+    sharpness: Float[Array, " R"]
+    loss: Float[Array, " R"]
+    params: Float[Array, "R d"]
+    lr: float
+    batch_size: int
+
+    @property
+    def threshold(self) -> float:
+        return 2.0 / self.lr
+
+    def ratio(self) -> np.ndarray:
+        """``sharpness / (2/lr)`` per record."""
+        return np.asarray(self.sharpness) * self.lr / 2.0
+
+    def summary(self, *, tol: float = 0.1, window: float = 0.5) -> dict:
+        """Over the last ``window`` of the records: the median, min and max of
+        ``sharpness/(2/lr)``, the fraction of records within ``±tol`` of ``2/lr``, and the
+        first step at which the sharpness came within ``tol`` of ``2/lr``."""
+        r = self.ratio()
+        last = r[int(len(r) * (1 - window)):]
+        near = np.nonzero(np.abs(r - 1) <= tol)[0]
+        return {
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "median_ratio": float(np.median(last)),
+            "min_ratio": float(last.min()),
+            "max_ratio": float(last.max()),
+            "frac_within_tol": float(np.mean(np.abs(last - 1) <= tol)),
+            "first_step_near": int(np.asarray(self.steps)[near[0]]) if near.size else -1,
+        }
+
+
+@eqx.filter_jit
+def _train_kernel(dyn, theta0, key, n_records: int, every: int, max_iter: int, keep_params: bool):
+    problem = dyn.problem
+    dt = jnp.asarray(dyn.natural_dt(), theta0.dtype)
+    path_key = jr.fold_in(key, 0)  # path 0 of the engine's scheme: simulate(n_paths=1) sees the same batches
+    k_eig = jr.fold_in(jr.fold_in(key, 1), 0x51AB)
+
+    def measure(theta, s, v0):
+        v0 = v0 + 1e-3 * jr.normal(jr.fold_in(k_eig, s), v0.shape, v0.dtype)  # keep new directions reachable
+        lam, v = lambda_max(problem, theta, v0=v0, n_iter=max_iter)
+        return lam, v, problem.loss(theta)
+
+    def record(carry, s):
+        state, v = carry
+
+        def body(i, state):
+            j = (s - 1) * every + i
+            return dyn.step(state, j * dt, dt, jr.fold_in(path_key, j))
+
+        state = jax.lax.fori_loop(0, jnp.where(s > 0, every, 0), body, state)
+        theta = dyn.position(state)
+        lam, v, loss = measure(theta, s, v)
+        out = (lam, loss, theta if keep_params else jnp.zeros((0,), theta.dtype))
+        return (state, v), out
+
+    v0 = jr.normal(jr.fold_in(k_eig, 0x7FFFFFFF), theta0.shape, theta0.dtype)
+    _, (lam, loss, params) = jax.lax.scan(record, (dyn.init(theta0), v0), jnp.arange(n_records))
+    return lam, loss, params
+
+
+def train_with_sharpness(
+    dyn: AbstractDynamics,
+    theta0,
+    *,
+    key: PRNGKeyArray,
+    n_steps: int,
+    every: int,
+    keep_params: bool = False,
+    max_iter: int = 30,
+) -> SharpnessHistory:
+    """Run one path of ``dyn`` (``so.GD``, ``so.SGD``, ...) from ``theta0`` for ``n_steps``
+    steps and record ``λmax(∇²L)`` every ``every`` steps, all in one jitted ``lax.scan``.
+
+    λmax comes from a fixed number of Lanczos steps on HVPs (:func:`lambda_max`),
+    warm-started from the previous record's top eigenvector, so each record costs
+    ``max_iter`` HVPs. The path
+    is path 0 of :func:`sde_opt.simulate` with the same key (same batches).
+
+    Args:
+        keep_params: also keep the parameters at every record (``(R, d)``), e.g. to compare
+            with the gradient flow.
+        max_iter: most Lanczos steps per record.
+
+    Example:
+        >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
+        >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 3.0])))
+        >>> hist = so.train_with_sharpness(so.GD(prob, 0.1), jnp.ones(2), key=jr.key(0), n_steps=20, every=10)
+        >>> [round(float(s), 4) for s in hist.sharpness]
+        [3.0, 3.0, 3.0]
+    """
+    if not isinstance(dyn, AbstractDynamics):
+        raise ValueError(f"dyn must be a dynamics such as so.GD(...), got {type(dyn).__name__}.")
+    n_steps = positive_int("n_steps", n_steps)
+    every = positive_int("every", every, upper=n_steps, upper_name="n_steps")
+    theta0 = dyn.problem.check_params(theta0, "theta0")
+    lr = dyn.natural_dt()
+    if lr is None:
+        raise ValueError(f"{type(dyn).__name__} has no step size; use a discrete optimizer such as so.GD.")
+    n_records = n_steps // every + 1
+    max_iter = min(positive_int("max_iter", max_iter), theta0.shape[0])
+    lam, loss, params = _train_kernel(dyn, theta0, key, n_records, every, max_iter, bool(keep_params))
+    b = getattr(dyn, "batch_size", None)
+    full = b is None or (dyn.problem.n_examples is not None and isinstance(dyn, GD))
+    return SharpnessHistory(
+        steps=jnp.arange(n_records) * every, sharpness=lam, loss=loss,
+        params=params if keep_params else jnp.zeros((n_records, 0), theta0.dtype),
+        lr=float(lr), batch_size=0 if full else int(b),
+    )
+
+
+class FlowPath(eqx.Module):
+    """The gradient flow on a time grid: ``ts (R,)``, ``params (R, d)``, ``loss (R,)``;
+    ``reached`` is false from the first time the adaptive solver did not reach (step budget)."""
+
+    ts: Float[Array, " R"]
+    params: Float[Array, "R d"]
+    loss: Float[Array, " R"]
+    reached: Array
+    n_solver_steps: Int[Array, ""]
+
+
+@eqx.filter_jit
+def _flow_solve(problem, theta0, ts, rtol: float, atol: float, max_steps: int):
+    term = dfx.ODETerm(lambda t, y, prob: -prob.grad(y))
+    sol = dfx.diffeqsolve(
+        term, dfx.Tsit5(), 0.0, ts[-1], None, theta0, args=problem, saveat=dfx.SaveAt(ts=ts),
+        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol), max_steps=max_steps, throw=False,
+    )
+    return sol.ys, sol.stats["num_steps"]
+
+
+def gradient_flow_path(problem: Problem, theta0, ts, *, rtol=1e-6, atol=1e-8, max_steps: int = 200_000) -> FlowPath:
+    """``dθ/dt = −∇L(θ)`` from ``theta0`` by diffrax (Tsit5 with a PID controller), saved at
+    ``ts``. The flow sharpens as it goes, so an explicit solver needs ever smaller steps;
+    if ``max_steps`` runs out, the remaining times are marked ``reached = False``."""
+    theta0 = problem.check_params(theta0, "theta0")
+    ts = jnp.asarray(ts, dtype=theta0.dtype)
+    if ts.ndim != 1 or ts.shape[0] < 1:
+        raise ValueError(f"ts must be a non-empty 1-D grid, got shape {ts.shape}.")
+    t1 = float(ts[-1])
+    positive("ts[-1]", t1 if t1 > 0 else -1.0)
+
+    ys, n = _flow_solve(problem, theta0, ts, float(rtol), float(atol), int(max_steps))
+    reached = jnp.all(jnp.isfinite(ys), axis=-1)
+    reached = jnp.cumprod(reached).astype(bool)  # once it stopped, later saves are not valid
+    ys = jnp.where(reached[:, None], ys, jnp.nan)
+    loss = jax.vmap(lambda y: jnp.where(jnp.all(jnp.isfinite(y)), problem.loss(jnp.nan_to_num(y)), jnp.nan))(ys)
+    return FlowPath(ts=ts, params=ys, loss=loss, reached=reached, n_solver_steps=n)
+
+
+def departure_step(hist: SharpnessHistory, flow: FlowPath, *, tol: float = 0.05) -> tuple[int, np.ndarray]:
+    """The first record where GD is farther than ``tol`` (relative) from the flow:
+    ``‖θ_k − φ(k·lr)‖ > tol · ‖φ(k·lr) − θ_0‖``. Returns ``(step or -1, relative distances)``."""
+    gd = np.asarray(hist.params, dtype=np.float64)
+    fl = np.asarray(flow.params, dtype=np.float64)
+    if gd.shape != fl.shape or gd.shape[1] == 0:
+        raise ValueError("need the GD parameters at every record (keep_params=True) on the flow's time grid.")
+    dist = np.linalg.norm(gd - fl, axis=1)
+    travelled = np.linalg.norm(fl - fl[0], axis=1)
+    rel = dist / np.maximum(travelled, 1e-12)
+    rel[0] = 0.0
+    bad = np.nonzero((rel > tol) | ~np.asarray(flow.reached))[0]
+    return (int(np.asarray(hist.steps)[bad[0]]) if bad.size else -1), rel
+
+
+@eqx.filter_jit
+def _sharpness_scan(problem, params, key, max_iter: int):
+    def body(v, xs):
+        theta, s = xs
+        ok = jnp.all(jnp.isfinite(theta))
+        v0 = v + 1e-3 * jr.normal(jr.fold_in(key, s), v.shape, v.dtype)
+        lam, w = lambda_max(problem, jnp.nan_to_num(theta), v0=v0, n_iter=max_iter)
+        return jnp.where(ok, w, v), jnp.where(ok, lam, jnp.nan)
+
+    v0 = jr.normal(key, params.shape[1:], params.dtype)
+    _, lam = jax.lax.scan(body, v0, (params, jnp.arange(params.shape[0])))
+    return lam
+
+
+def sharpness_along(problem: Problem, params, *, key: PRNGKeyArray, max_iter: int = 30) -> np.ndarray:
+    """``λmax`` at each row of ``params`` (``nan`` rows stay ``nan``), one warm-started scan."""
+    return np.asarray(_sharpness_scan(problem, jnp.asarray(params), key, int(max_iter)))
+
+
+def edge_of_stability(
+    problem: Problem,
+    theta0,
+    *,
+    key: PRNGKeyArray,
+    lrs,
+    n_steps: int,
+    every: int,
+    sgd_lr=None,
+    batch_sizes=(),
+    flow: bool = True,
+    flow_max_steps: int = 100_000,
+    flow_rtol: float = 1e-5,
+    departure_tol: float = 0.05,
+    max_iter: int = 30,
+) -> dict:
+    """The edge-of-stability study on one problem, as a dict of numpy arrays.
+
+    For each ``lr`` in ``lrs``: full-batch GD with λmax every ``every`` steps
+    (``gd_<i>_steps``, ``gd_<i>_sharpness``, ``gd_<i>_loss``) and, with ``flow=True``, the
+    gradient flow from the same start on the GD grid (``flow_<i>_loss``,
+    ``flow_<i>_sharpness``, ``flow_<i>_rel_dist``: GD's relative distance from it) and the
+    ``departure_step`` (``gd_departure``). For each ``B`` in ``batch_sizes``: SGD at
+    ``sgd_lr`` (default ``lrs[0]``), ``sgd_<j>_*``. Summaries: ``gd_median_ratio``,
+    ``gd_frac_within``, ``gd_first_near``, ``sgd_median_ratio`` (sharpness/(2/lr) over the
+    last half).
+    """
+    theta0 = problem.check_params(theta0, "theta0")
+    lrs = [float(lr) for lr in lrs]
+    out: dict = {"lrs": np.asarray(lrs), "batch_sizes": np.asarray(list(batch_sizes), dtype=int)}
+    med, within, first, departs, sharp_departs = [], [], [], [], []
+    k_gd, k_sgd, k_flow = jr.split(key, 3)
+    for i, lr in enumerate(lrs):
+        hist = train_with_sharpness(GD(problem, lr), theta0, key=jr.fold_in(k_gd, i), n_steps=n_steps, every=every,
+                                    keep_params=flow, max_iter=max_iter)
+        out[f"gd_{i}_steps"] = np.asarray(hist.steps)
+        out[f"gd_{i}_sharpness"] = np.asarray(hist.sharpness)
+        out[f"gd_{i}_loss"] = np.asarray(hist.loss)
+        s = hist.summary(tol=0.1)
+        med.append(s["median_ratio"]), within.append(s["frac_within_tol"]), first.append(s["first_step_near"])
+        if flow:
+            fp = gradient_flow_path(problem, theta0, np.asarray(hist.steps) * lr, rtol=flow_rtol,
+                                    atol=flow_rtol * 1e-2, max_steps=flow_max_steps)
+            step, rel = departure_step(hist, fp, tol=departure_tol)
+            out[f"flow_{i}_loss"] = np.asarray(fp.loss)
+            out[f"flow_{i}_sharpness"] = sharpness_along(problem, fp.params, key=jr.fold_in(k_flow, i),
+                                                         max_iter=max_iter)
+            out[f"flow_{i}_rel_dist"] = rel
+            out[f"flow_{i}_reached"] = np.asarray(fp.reached)
+            gap = np.abs(out[f"gd_{i}_sharpness"] / out[f"flow_{i}_sharpness"] - 1.0)
+            apart = np.nonzero(~(gap <= departure_tol))[0]
+            departs.append(step)
+            sharp_departs.append(int(out[f"gd_{i}_steps"][apart[0]]) if apart.size else -1)
+    out["gd_median_ratio"], out["gd_frac_within"] = np.asarray(med), np.asarray(within)
+    out["gd_first_near"] = np.asarray(first)
+    if flow:
+        out["gd_departure"] = np.asarray(departs)
+        out["gd_sharpness_departure"] = np.asarray(sharp_departs)
+    sgd_lr = lrs[0] if sgd_lr is None else float(sgd_lr)
+    out["sgd_lr"] = np.asarray(sgd_lr)
+    sgd_med = []
+    for j, b in enumerate(batch_sizes):
+        hist = train_with_sharpness(SGD(problem, sgd_lr, int(b)), theta0, key=jr.fold_in(k_sgd, j), n_steps=n_steps,
+                                    every=every, max_iter=max_iter)
+        out[f"sgd_{j}_steps"] = np.asarray(hist.steps)
+        out[f"sgd_{j}_sharpness"] = np.asarray(hist.sharpness)
+        out[f"sgd_{j}_loss"] = np.asarray(hist.loss)
+        sgd_med.append(hist.summary()["median_ratio"])
+    out["sgd_median_ratio"] = np.asarray(sgd_med)
+    return out
+
+
+register_result(SharpnessHistory)
+register_result(FlowPath)
