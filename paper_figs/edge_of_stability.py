@@ -24,8 +24,8 @@ import sde_opt as so
 NAME = "edge_of_stability"
 FULL = {"hidden": [32], "n_examples": 512, "lrs": [0.4, 0.5, 0.6], "n_steps": 6000, "every": 20,
         "sgd_lr": 0.5, "batch_sizes": [16, 64, 256], "flow_max_steps": 200_000}
-FAST = {"hidden": [16], "n_examples": 128, "lrs": [0.6], "n_steps": 400, "every": 20,
-        "sgd_lr": 0.6, "batch_sizes": [16], "flow_max_steps": 20_000}
+FAST = {"hidden": [16], "n_examples": 128, "lrs": [0.5], "n_steps": 400, "every": 20,
+        "sgd_lr": 0.5, "batch_sizes": [16], "flow_max_steps": 20_000}
 
 
 def compute(config: dict, key) -> dict:
