@@ -125,7 +125,7 @@ from ._alignment import (
     noise_to_signal as noise_to_signal,
     trace_hd as trace_hd,
 )
-from ._tracking import History as History, track as track
+from ._tracking import History as History, plot_history as plot_history, track as track
 
 # stability of minima: linear, mean-square, Monte Carlo boundary, stability radius (issue 5)
 from ._stability import (

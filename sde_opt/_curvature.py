@@ -1,0 +1,935 @@
+"""Curvature, matrix-free: Hessian, Gauss–Newton and Fisher products, Lanczos eigenpairs,
+Hutchinson / Hutch++ traces and stochastic Lanczos quadrature (SLQ) spectral densities.
+
+Everything here works from matrix-vector products ``v ↦ M v`` and never forms a ``d × d``
+matrix. The pieces are values, composed as in optax or lineax:
+
+* a **curvature** says which matrix (:class:`Hessian`, :class:`GaussNewton`,
+  :class:`Fisher`, :class:`EmpiricalFisher`, and ``NoiseCovariance`` for ``D(θ)``);
+* :func:`curvature_operator` binds it to a :class:`~sde_opt.Problem`, a point ``θ`` and
+  optionally a **parameter group** (one pytree leaf or layer): the operator is then the
+  principal block ``Pᵀ M P`` of that group;
+* estimators take an operator: :func:`eigs` (Lanczos), :func:`trace`
+  (:class:`Hutchinson`, :class:`HutchPlusPlus`) and :func:`spectral_density` (SLQ).
+
+The contract entry points :func:`hessian_eigs`, :func:`hessian_trace` (and
+:func:`hessian_density`) are thin wrappers for the Hessian of a problem.
+
+All estimators are jit-compiled with their sizes static and their keys traced, so a second
+call with new parameters or a new key never recompiles; they also run under ``jax.vmap``.
+
+References:
+    Lanczos with full reorthogonalisation and the residual bound ``|β_j s_{j,i}|``:
+    Parlett, *The Symmetric Eigenvalue Problem* (1998), ch. 13. Hutchinson (1989);
+    Hutch++: Meyer, Musco, Musco & Woodruff (2021). SLQ: Golub & Meurant (2010);
+    Ubaru, Chen & Saad (2017); for neural networks Ghorbani, Krishnan & Xiao (2019) and
+    Yao, Gholami, Keutzer & Mahoney (2020, PyHessian).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import warnings
+from collections.abc import Callable
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.scipy.linalg as jsl
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from ._checks import is_concrete, positive_int
+from ._io import register_result
+from ._problem import Problem
+
+_WHICH = ("largest", "smallest")
+
+
+# ---------------------------------------------------------------------------------------
+# parameter groups
+# ---------------------------------------------------------------------------------------
+
+
+def _key_name(k) -> str:
+    for attr in ("idx", "key", "name"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def parameter_groups(problem: Problem) -> dict[str, tuple[int, int]]:
+    """The parameter groups of a problem built with ``params=pytree``: every leaf and every
+    subtree, named by its path joined with ``/`` (``"0"``, ``"0/w"``, ``"w"``), mapped to its
+    ``(start, size)`` slice of the flat vector. ``""`` is the whole vector.
+
+    Example:
+        >>> import jax.random as jr, sde_opt as so
+        >>> prob = so.problems.mlp_digits(key=jr.key(0), hidden=(8,), n_examples=32)
+        >>> so.parameter_groups(prob)["1/w"]
+        (530, 80)
+    """
+    if problem.unravel is None or problem.theta0 is None:
+        raise ValueError(
+            "parameter groups need a Problem built with params=pytree (e.g. the initial weights), "
+            "so that its flat vector can be split into leaves; rebuild it as Problem(loss_fn, data, params=...)."
+        )
+    tree = problem.unravel(problem.theta0)
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    groups: dict[str, tuple[int, int]] = {"": (0, int(problem.theta0.shape[0]))}
+    offset = 0
+    spans: dict[tuple[str, ...], list[int]] = {}
+    for path, leaf in leaves:
+        size = int(np.size(leaf))
+        names = tuple(_key_name(k) for k in path)
+        for depth in range(1, len(names) + 1):
+            prefix = names[:depth]
+            lo_hi = spans.setdefault(prefix, [offset, offset + size])
+            lo_hi[1] = offset + size
+        offset += size
+    for prefix, (lo, hi) in spans.items():
+        groups["/".join(prefix)] = (lo, hi - lo)
+    return groups
+
+
+def _group_name(group) -> str:
+    if isinstance(group, str):
+        return group.strip("/")
+    if isinstance(group, (int, np.integer)):
+        return str(int(group))
+    if isinstance(group, (tuple, list)):
+        return "/".join(str(g) for g in group)
+    raise ValueError(f"group must be a name such as '0/w', an int or a tuple of keys, got {type(group).__name__}.")
+
+
+def resolve_group(problem: Problem, group) -> tuple[int, int] | None:
+    """``(start, size)`` of ``group`` in the flat parameters, or ``None`` for all of them."""
+    if group is None:
+        return None
+    groups = parameter_groups(problem)
+    name = _group_name(group)
+    if name not in groups:
+        avail = ", ".join(repr(g) for g in groups if g)
+        raise ValueError(
+            f"group={group!r} does not exist in this problem's parameters; pass one of {avail} "
+            "(see so.parameter_groups(problem)), or group=None for all parameters."
+        )
+    return groups[name]
+
+
+# ---------------------------------------------------------------------------------------
+# curvature matrices
+# ---------------------------------------------------------------------------------------
+
+
+class AbstractCurvature(eqx.Module):
+    """Which matrix. ``linearise(problem, to_full, u)`` returns the map ``v ↦ M v`` in the
+    group coordinates ``u`` (``to_full(u)`` rebuilds the flat parameters), with everything
+    that does not depend on ``v`` (the forward pass, the residuals of the linearisation)
+    computed once, as a retained autograd graph would be, and reused by every product."""
+
+    needs_data: eqx.AbstractClassVar[bool]
+
+    @abc.abstractmethod
+    def linearise(self, problem: Problem, to_full: Callable, u: Float[Array, " m"]) -> Callable:
+        """The product ``v ↦ M v`` at ``u``."""
+
+
+class Hessian(AbstractCurvature):
+    """``∇²L(θ)`` by forward-over-reverse (``jvp`` of ``grad``)."""
+
+    needs_data: ClassVar[bool] = False
+
+    def linearise(self, problem, to_full, u):
+        return jax.linearize(jax.grad(lambda w: problem.loss(to_full(w))), u)[1]
+
+
+def _example_losses(problem: Problem, to_full: Callable):
+    return lambda w: jax.vmap(problem.example_loss, in_axes=(None, 0))(to_full(w), problem.data)
+
+
+class EmpiricalFisher(AbstractCurvature):
+    """The empirical Fisher ``(1/N) Σ ∇fᵢ∇fᵢᵀ`` (uncentred), as ``Jᵀ(J v)/N`` with ``J`` the
+    Jacobian of the per-example losses: one linearisation, never an ``N × d`` matrix."""
+
+    needs_data: ClassVar[bool] = True
+
+    def linearise(self, problem, to_full, u):
+        _, f_jvp = jax.linearize(_example_losses(problem, to_full), u)
+        f_vjp = jax.linear_transpose(f_jvp, u)
+
+        def mv(v):
+            s = f_jvp(v)
+            return f_vjp(s / s.shape[0])[0]
+
+        return mv
+
+
+class GaussNewton(AbstractCurvature):
+    """The generalised Gauss–Newton matrix ``(1/N) Σ Jᵢᵀ ∇²ℓ(zᵢ) Jᵢ`` of a loss written as
+    ``fᵢ(θ) = output_loss(model_fn(params, exampleᵢ), exampleᵢ)`` (Schraudolph 2002).
+
+    ``model_fn(params, example) -> z`` (outputs, e.g. logits) and
+    ``output_loss(z, example) -> scalar``; ``params`` is the problem's pytree. Each product
+    is one ``jvp`` and one ``vjp`` through the model and an output-space HVP.
+    """
+
+    model_fn: Callable = eqx.field(static=True)
+    output_loss: Callable = eqx.field(static=True)
+    needs_data: ClassVar[bool] = True
+
+    def linearise(self, problem, to_full, u):
+        def outputs(w):
+            params = problem._params(to_full(w))
+            return jax.vmap(self.model_fn, in_axes=(None, 0))(params, problem.data)
+
+        z, f_jvp = jax.linearize(outputs, u)
+        f_vjp = jax.linear_transpose(f_jvp, u)
+        n = jax.tree_util.tree_leaves(z)[0].shape[0]
+
+        def out_hvp(z_i, jv_i, ex):
+            return jax.jvp(jax.grad(lambda zz: self.output_loss(zz, ex)), (z_i,), (jv_i,))[1]
+
+        def mv(v):
+            hjv = jax.vmap(out_hvp)(z, f_jvp(v), problem.data)
+            return f_vjp(jax.tree_util.tree_map(lambda a: a / n, hjv))[0]
+
+        return mv
+
+
+def _categorical_log_partition(z, example):
+    return jax.nn.logsumexp(z)
+
+
+def _gaussian_log_partition(z, example):
+    return 0.5 * jnp.sum(z**2)
+
+
+# the output losses whose Hessian is the Fisher of the likelihood (label-free)
+_LOG_PARTITION = {"categorical": _categorical_log_partition, "gaussian": _gaussian_log_partition}
+
+
+class Fisher(AbstractCurvature):
+    """The true Fisher information ``(1/N) Σ Jᵢᵀ F(zᵢ) Jᵢ`` of a likelihood parametrised by
+    the model outputs ``z = model_fn(params, example)``: ``likelihood="categorical"``
+    (softmax logits, ``F = diag(p) − ppᵀ``) or ``"gaussian"`` (unit-variance mean,
+    ``F = I``). For these exponential families it is the Gauss–Newton matrix of the
+    negative log-likelihood, and it needs no labels (Martens 2020, §9)."""
+
+    model_fn: Callable = eqx.field(static=True)
+    likelihood: str = eqx.field(static=True, default="categorical")
+    needs_data: ClassVar[bool] = True
+
+    def __check_init__(self):
+        if self.likelihood not in _LOG_PARTITION:
+            raise ValueError(f"likelihood must be one of {sorted(_LOG_PARTITION)}, got {self.likelihood!r}.")
+
+    def linearise(self, problem, to_full, u):
+        return GaussNewton(self.model_fn, _LOG_PARTITION[self.likelihood]).linearise(problem, to_full, u)
+
+
+# ---------------------------------------------------------------------------------------
+# operators
+# ---------------------------------------------------------------------------------------
+
+
+class AbstractOperator(eqx.Module):
+    """A symmetric linear operator on ``R^m``: ``linear()`` (the map ``v ↦ M v``, prepared
+    once for many products), ``mv(v)``, ``dim`` and ``dtype``."""
+
+    @abc.abstractmethod
+    def linear(self) -> Callable:
+        """``v ↦ M v``, with the work that does not depend on ``v`` done once."""
+
+    def mv(self, v: Float[Array, " m"]) -> Float[Array, " m"]:
+        """One product ``M v`` (estimators call :meth:`linear` once instead)."""
+        return self.linear()(v)
+
+    @property
+    @abc.abstractmethod
+    def dim(self) -> int:
+        """``m``."""
+
+    @property
+    @abc.abstractmethod
+    def dtype(self):
+        """Floating dtype of the vectors."""
+
+
+class MatrixOperator(AbstractOperator):
+    """A dense symmetric matrix as an operator (for tests and small problems)."""
+
+    matrix: Float[Array, "m m"]
+
+    def __init__(self, matrix):
+        m = jnp.asarray(matrix)
+        if m.ndim != 2 or m.shape[0] != m.shape[1]:
+            raise ValueError(f"matrix must be square (m, m), got shape {m.shape}.")
+        self.matrix = m
+
+    def linear(self):
+        return lambda v: self.matrix @ v
+
+    @property
+    def dim(self):
+        return int(self.matrix.shape[0])
+
+    @property
+    def dtype(self):
+        return self.matrix.dtype
+
+
+class CurvatureOperator(AbstractOperator):
+    """``v ↦ M(θ) v`` for a curvature ``M`` of ``problem`` at ``theta``, restricted to the
+    parameter group ``[start, start + size)`` (the principal block; others held fixed)."""
+
+    problem: Problem
+    theta: Float[Array, " d"]
+    curvature: AbstractCurvature
+    start: int = eqx.field(static=True)
+    size: int = eqx.field(static=True)
+
+    def to_full(self, u: Float[Array, " m"]) -> Float[Array, " d"]:
+        """Flat parameters with the group's slice replaced by ``u``."""
+        if self.start == 0 and self.size == self.theta.shape[0]:
+            return u
+        return jax.lax.dynamic_update_slice(self.theta, u.astype(self.theta.dtype), (self.start,))
+
+    def restrict(self, x: Float[Array, " d"]) -> Float[Array, " m"]:
+        """The group's slice of a flat vector."""
+        return jax.lax.dynamic_slice(x, (self.start,), (self.size,))
+
+    @property
+    def point(self) -> Float[Array, " m"]:
+        return self.restrict(self.theta)
+
+    def linear(self):
+        return self.curvature.linearise(self.problem, self.to_full, self.point)
+
+    @property
+    def dim(self):
+        return self.size
+
+    @property
+    def dtype(self):
+        return self.theta.dtype
+
+
+def curvature_operator(problem: Problem, p, *, curvature: AbstractCurvature | None = None,
+                       group=None) -> CurvatureOperator:
+    """Bind a curvature (default :class:`Hessian`) to ``problem`` at flat parameters ``p``.
+
+    Args:
+        problem: the :class:`~sde_opt.Problem`.
+        p: flat parameters ``(d,)``.
+        curvature: :class:`Hessian` (default), :class:`GaussNewton`, :class:`Fisher`,
+            :class:`EmpiricalFisher` or ``so.NoiseCovariance()``.
+        group: restrict to one parameter group (a leaf or layer of ``params``, e.g. ``"0/w"``
+            or ``(0, "w")``; see :func:`parameter_groups`). ``None``: all parameters.
+
+    Example:
+        >>> import jax.numpy as jnp, sde_opt as so
+        >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 3.0])))
+        >>> so.curvature_operator(prob, jnp.zeros(2)).mv(jnp.ones(2))
+        Array([1., 3.], dtype=float32)
+    """
+    if not isinstance(problem, Problem):
+        raise ValueError(f"problem must be an so.Problem, got {type(problem).__name__}.")
+    curvature = Hessian() if curvature is None else curvature
+    if not isinstance(curvature, AbstractCurvature):
+        raise ValueError(f"curvature must be a curvature value such as so.Hessian(), got {type(curvature).__name__}.")
+    if curvature.needs_data:
+        problem._need_data(type(curvature).__name__)
+    theta = problem.check_params(p, "p")
+    span = resolve_group(problem, group)
+    start, size = (0, int(theta.shape[0])) if span is None else span
+    return CurvatureOperator(problem=problem, theta=theta, curvature=curvature, start=start, size=size)
+
+
+def _check_operator(op) -> AbstractOperator:
+    if not isinstance(op, AbstractOperator):
+        raise ValueError(
+            f"op must be an operator such as so.curvature_operator(problem, p), got {type(op).__name__}."
+        )
+    return op
+
+
+def _check_which(which: str) -> str:
+    if which not in _WHICH:
+        raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}.")
+    return which
+
+
+def _check_k(k, dim: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or int(k) < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}.")
+    if int(k) > dim:
+        raise ValueError(
+            f"k={int(k)} exceeds the dimension {dim} of the operator; ask for k <= {dim} eigenpairs "
+            "(or restrict fewer parameters with group=...)."
+        )
+    return int(k)
+
+
+# ---------------------------------------------------------------------------------------
+# Lanczos
+# ---------------------------------------------------------------------------------------
+
+
+_BLOCK = 16  # rows of the Lanczos basis projected out at a time
+
+
+def _key_offset(key, dtype):
+    """A number in ``[0, 1)`` read off the key's bits (no RNG to compile)."""
+    data = jr.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return (data.reshape(-1)[-1] % 9973).astype(dtype) / 9973
+
+
+def _scrambled(seed, n: int, dtype, offset=0.0):
+    """A cheap deterministic vector with no structure (a sine hash, uniform-looking in
+    ``[−½, ½)``), for Lanczos restarts and inverse-iteration starts: they only need a
+    vector in general position, and this avoids compiling a counter-based RNG in the loop."""
+    x = (jnp.arange(n, dtype=dtype) + 1) * 12.9898 + (seed + offset) * 78.233
+    h = jnp.sin(x) * 43758.5453
+    return h - jnp.floor(h) - 0.5
+
+
+def _project_out(Q, w, j):
+    """``w`` minus its projection on the first ``j`` rows of ``Q`` (rows ``>= j`` are zero),
+    block by block (block Gram–Schmidt), so the cost grows with ``j``, not with ``len(Q)``."""
+    n_blocks = Q.shape[0] // _BLOCK
+
+    def body(b, w):
+        qb = jax.lax.dynamic_slice_in_dim(Q, b * _BLOCK, _BLOCK)
+        return w - qb.T @ (qb @ w)
+
+    return jax.lax.fori_loop(0, jnp.minimum((j + _BLOCK - 1) // _BLOCK, n_blocks), body, w)
+
+
+def _orthogonalise(Q, w, j):
+    """Full reorthogonalisation of ``w`` against the first ``j`` rows of ``Q``: one pass, and
+    a second only when the first removed more than ``1 − 1/√2`` of the norm (the DGKS test;
+    "twice is enough", Giraud, Langou & Rozložník 2005)."""
+    w1 = _project_out(Q, w, j)
+    again = jnp.linalg.norm(w1) < 0.7071 * jnp.linalg.norm(w)
+    return jax.lax.cond(again, lambda x: _project_out(Q, x, j), lambda x: x, w1)
+
+
+def _lanczos(mv, v0, key, n_iter: int, check=None, min_iter: int = 1):
+    """Lanczos with full reorthogonalisation for ``n_iter`` steps, or until ``check`` says so.
+
+    ``check(alpha, beta, j) -> (done, aux)`` runs after every step ``j >= min_iter``; the
+    latest ``aux`` is returned (so the Ritz pairs of the stopping test are reused).
+
+    Returns ``(alpha, beta, Q, j, aux)``: the tridiagonal ``T`` (diagonal ``alpha[:j]``,
+    off-diagonal ``beta[:j-1]``; ``beta[j-1]`` is the residual coupling), the orthonormal
+    basis ``Q`` (rows ``< j``) and the number of steps ``j``. On breakdown (an invariant
+    subspace, e.g. repeated eigenvalues) the next vector restarts from a random direction
+    orthogonal to ``Q`` and ``beta`` is 0 there, so ``T`` becomes block diagonal.
+    """
+    n = v0.shape[0]
+    dtype = v0.dtype
+    eps = float(jnp.finfo(dtype).eps)
+    thresh = eps * max(64.0, 4.0 * math.sqrt(n))
+    rows = -(-n_iter // _BLOCK) * _BLOCK  # padded to whole blocks; rows >= n_iter stay zero
+    Q = jnp.zeros((rows, n), dtype).at[0].set(v0)
+    alpha = jnp.zeros((n_iter,), dtype)
+    beta = jnp.zeros((n_iter,), dtype)
+    if check is None:
+        aux0 = None
+    else:
+        shapes = jax.eval_shape(lambda: check(alpha, beta, jnp.asarray(n_iter)))[1]
+        aux0 = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+    def body(carry):
+        i, Q, alpha, beta, _, aux = carry
+        q = Q[i]
+        w = mv(q)
+        hq = jnp.linalg.norm(w)
+        a = jnp.vdot(q, w)
+        prev = jnp.maximum(i - 1, 0)
+        w = w - a * q - jnp.where(i > 0, beta[prev], 0.0) * Q[prev]
+        w = _orthogonalise(Q, w, i + 1)
+        b = jnp.linalg.norm(w)
+        broke = b <= thresh * hq
+
+        def restart(_):
+            z = _scrambled(i + 1, n, dtype, offset)
+            z = _orthogonalise(Q, _orthogonalise(Q, z, i + 1), i + 1)
+            return z / jnp.linalg.norm(z), jnp.zeros((), dtype)
+
+        q_next, b = jax.lax.cond(broke, restart, lambda _: (w / jnp.where(b > 0, b, 1), b), None)
+        Q = Q.at[i + 1].set(jnp.where(i + 1 < n_iter, q_next, 0.0), mode="drop")
+        alpha = alpha.at[i].set(a)
+        beta = beta.at[i].set(b)
+        done = jnp.zeros((), bool)
+        if check is not None:
+            j = i + 1
+            done, aux = jax.lax.cond(j >= min_iter, lambda: check(alpha, beta, j), lambda: (done, aux))
+        return i + 1, Q, alpha, beta, done, aux
+
+    def cond(carry):
+        i, _, _, _, done, _ = carry
+        return (i < n_iter) & ~done
+
+    offset = _key_offset(key, dtype)  # makes the restart directions depend on the key
+    init = (jnp.zeros((), jnp.int32), Q, alpha, beta, jnp.zeros((), bool), aux0)
+    j, Q, alpha, beta, _, aux = jax.lax.while_loop(cond, body, init)
+    return alpha, beta, Q[:n_iter], j, aux
+
+
+def _tridiagonal_eigvecs(diag, off, vals, key):
+    """Eigenvectors ``(m, k)`` of the symmetric tridiagonal ``(diag, off)`` for the
+    eigenvalues ``vals`` by three steps of inverse iteration (pivoted tridiagonal solves,
+    all ``k`` at once), then a QR so that vectors of equal or clustered eigenvalues come out
+    orthonormal."""
+    m, k = diag.shape[0], vals.shape[0]
+    eps = jnp.finfo(diag.dtype).eps
+    scale = jnp.max(jnp.abs(diag)) + 2 * jnp.max(jnp.abs(off)) + jnp.finfo(diag.dtype).tiny
+    shift = vals + 8 * eps * scale
+    dl = jnp.broadcast_to(jnp.pad(off, (1, 0)), (k, m))
+    du = jnp.broadcast_to(jnp.pad(off, (0, 1)), (k, m))
+    d = diag[None, :] - shift[:, None]
+    x = jax.vmap(lambda r: _scrambled(r, m, diag.dtype))(jnp.arange(1, k + 1))
+    for _ in range(3):
+        x = jax.lax.linalg.tridiagonal_solve(dl, d, du, x[..., None], perturb_singular=True)[..., 0]
+        x = x / jnp.linalg.norm(x, axis=1, keepdims=True)
+    q, _ = jnp.linalg.qr(x.T)
+    return q
+
+
+def _ritz(alpha, beta, j, k: int, which: str, key):
+    """Top-``k`` (or bottom-``k``) eigenpairs of the active ``j × j`` block of ``T`` and
+    their residual norms ``|β_j s_{j,i}|``. Rows ``>= j`` are padded with a diagonal beyond
+    the Gershgorin interval so they never enter the selection; eigenvalues come from
+    bisection, vectors from inverse iteration (no dense ``eigh``)."""
+    m = alpha.shape[0]
+    idx = jnp.arange(m)
+    active = idx < j
+    off = jnp.where(idx[:-1] < j - 1, beta[:-1], 0.0)
+    radius = jnp.abs(jnp.concatenate([off, jnp.zeros(1, off.dtype)])) + jnp.abs(
+        jnp.concatenate([jnp.zeros(1, off.dtype), off])
+    )
+    lo = jnp.min(jnp.where(active, alpha - radius, jnp.inf))
+    hi = jnp.max(jnp.where(active, alpha + radius, -jnp.inf))
+    span = (hi - lo) + jnp.abs(hi) + jnp.abs(lo) + jnp.finfo(alpha.dtype).tiny
+    pad = lo - 0.5 * span if which == "largest" else hi + 0.5 * span
+    diag = jnp.where(active, alpha, pad)
+    if m == 1:
+        vals = diag
+    else:
+        rng = (m - k, m - 1) if which == "largest" else (0, k - 1)
+        vals = jsl.eigh_tridiagonal(diag, off, eigvals_only=True, select="i", select_range=rng)
+    if which == "largest":
+        vals = vals[::-1]
+    vecs = jnp.ones((1, 1), diag.dtype) if m == 1 else _tridiagonal_eigvecs(diag, off, vals, key)
+    vecs = jnp.where(active[:, None], vecs, 0.0)
+    vecs = vecs / jnp.linalg.norm(vecs, axis=0, keepdims=True)
+    last = vecs[jnp.maximum(j - 1, 0)]
+    resid = jnp.abs(beta[jnp.maximum(j - 1, 0)] * last)
+    scale = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
+    return vals, vecs.T, resid, scale
+
+
+class EigResult(eqx.Module):
+    """Eigenpairs from :func:`eigs`.
+
+    Attributes:
+        values: ``(k,)`` eigenvalues, in the order asked for (descending for
+            ``"largest"``, ascending for ``"smallest"``).
+        vectors: ``(k, m)`` unit eigenvectors (rows).
+        residuals: ``(k,)`` ``‖M v − λ v‖`` (the Lanczos bound ``|β_j s_{j,i}|``); an
+            eigenvalue is within ``residual`` of an exact one, and within
+            ``residual²/gap`` when separated from the rest of the spectrum by ``gap``.
+        n_iter: Lanczos steps (matrix-vector products) used.
+        converged: whether every residual met the tolerance before ``max_iter``.
+    """
+
+    values: Float[Array, " k"]
+    vectors: Float[Array, "k m"]
+    residuals: Float[Array, " k"]
+    n_iter: Int[Array, ""]
+    converged: Array
+
+
+def resolve_max_iter(max_iter: int | None, k: int, dim: int) -> int:
+    """Lanczos steps: ``min(dim, max(4k, 100))`` by default, never below ``k`` nor above ``dim``."""
+    max_iter = max(4 * k, 100) if max_iter is None else positive_int("max_iter", max_iter)
+    return min(max(max_iter, k), dim)
+
+
+def _default_tol(dtype) -> float:
+    return float(np.sqrt(np.finfo(dtype).eps))
+
+
+def _start_vector(key, n, dtype, v0):
+    z = jr.normal(key, (n,), dtype)
+    z = z / jnp.linalg.norm(z)
+    if v0 is None:
+        return z
+    v0 = jnp.asarray(v0, dtype)
+    if v0.ndim == 2:
+        v0 = jnp.sum(v0, axis=0)
+    v0 = v0 / jnp.maximum(jnp.linalg.norm(v0), jnp.finfo(dtype).tiny)
+    v = v0 + 0.1 * z  # a random tenth keeps eigenvalues that are new since the warm start
+    return v / jnp.linalg.norm(v)
+
+
+@eqx.filter_jit
+def _eigs_jit(op, k: int, key, which: str, max_iter: int, tol: float, v0):
+    n = op.dim
+    k_start, k_lanczos, k_ritz = jr.split(key, 3)
+    v = _start_vector(k_start, n, op.dtype, v0)
+
+    def check(alpha, beta, j):
+        vals, s, resid, scale = _ritz(alpha, beta, j, k, which, k_ritz)
+        return jnp.all(resid <= tol * scale) & (j >= k), (vals, s, resid, scale)
+
+    min_iter = min(max_iter, k + 2)
+    _, _, Q, j, (vals, s, resid, scale) = _lanczos(op.linear(), v, k_lanczos, max_iter, check=check, min_iter=min_iter)
+    vecs = s @ Q
+    vecs = vecs / jnp.linalg.norm(vecs, axis=1, keepdims=True)
+    converged = jnp.all(resid <= tol * scale)
+    return EigResult(values=vals, vectors=vecs, residuals=resid, n_iter=j, converged=converged)
+
+
+def eigs(op: AbstractOperator, k: int, *, key: PRNGKeyArray, which: str = "largest", max_iter: int | None = None,
+         tol: float | None = None, v0=None) -> EigResult:
+    """Extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalisation.
+
+    Lanczos runs until the residual ``|β_j s_{j,i}|`` of every wanted Ritz pair is below
+    ``tol · ‖M‖`` (checked every step, by bisection and inverse iteration on the
+    tridiagonal matrix), or ``max_iter`` steps.
+
+    Args:
+        op: an operator, e.g. :func:`curvature_operator` or :class:`MatrixOperator`.
+        k: number of eigenpairs, ``1 <= k <= op.dim``.
+        key: PRNG key for the start vector.
+        which: ``"largest"`` (algebraically largest, descending) or ``"smallest"``
+            (algebraically smallest, ascending: negative curvature at saddles).
+        max_iter: most Lanczos steps (default ``min(dim, max(4k, 100))``); memory is
+            ``max_iter × dim``.
+        tol: relative residual tolerance (default ``√eps`` of the dtype).
+        v0: warm start, ``(m,)`` or ``(r, m)`` (e.g. the previous eigenvectors; rows are
+            summed). A random tenth is mixed in so that new eigenvalues are not missed.
+
+    Returns:
+        :class:`EigResult` (``values``, ``vectors``, ``residuals``, ``n_iter``, ``converged``).
+    """
+    op = _check_operator(op)
+    n = op.dim
+    k = _check_k(k, n)
+    which = _check_which(which)
+    max_iter = resolve_max_iter(max_iter, k, n)
+    tol = _default_tol(op.dtype) if tol is None else float(tol)
+    if v0 is not None and jnp.shape(v0)[-1] != n:
+        raise ValueError(f"v0 has {jnp.shape(v0)[-1]} entries but the operator has dimension {n}.")
+    return _eigs_jit(op, k, key, which, max_iter, tol, v0)
+
+
+def hessian_eigs(problem: Problem, p, k: int, *, key: PRNGKeyArray, which: str = "largest", group=None,
+                 curvature: AbstractCurvature | None = None, max_iter: int | None = None, tol: float | None = None,
+                 v0=None):
+    """Top-``k`` (``which="largest"``) or bottom-``k`` (``"smallest"``) eigenpairs of the
+    Hessian of ``problem`` at ``p``, matrix-free (Lanczos, see :func:`eigs`).
+
+    Returns:
+        ``(values, vectors)``: ``(k,)`` sorted in the order asked for and ``(k, m)`` unit
+        rows, with ``m = d`` (or the size of ``group``; embed with
+        ``so.parameter_groups(problem)[group]``). A :class:`UserWarning` is raised outside
+        ``jit`` when Lanczos did not converge in ``max_iter`` steps.
+
+    Example:
+        >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
+        >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 5.0, 2.0])))
+        >>> vals, vecs = so.hessian_eigs(prob, jnp.zeros(3), 2, key=jr.key(0))
+        >>> [round(float(v), 4) for v in vals]
+        [5.0, 2.0]
+    """
+    op = curvature_operator(problem, p, curvature=curvature, group=group)
+    res = eigs(op, k, key=key, which=which, max_iter=max_iter, tol=tol, v0=v0)
+    if is_concrete(res.converged) and not bool(res.converged):
+        warnings.warn(
+            f"Lanczos did not reach tol in {int(res.n_iter)} steps (largest residual "
+            f"{float(jnp.max(res.residuals)):.2e}); pass a larger max_iter for more accurate eigenpairs.",
+            stacklevel=2,
+        )
+    return res.values, res.vectors
+
+
+# ---------------------------------------------------------------------------------------
+# traces
+# ---------------------------------------------------------------------------------------
+
+
+class TraceEstimate(eqx.Module):
+    """A trace estimate: ``value`` with its standard error ``stderr`` (from the spread of the
+    probe samples), the per-probe ``samples`` and the number of products ``n_matvecs``."""
+
+    value: Float[Array, ""]
+    stderr: Float[Array, ""]
+    samples: Float[Array, " n"]
+    n_matvecs: int = eqx.field(static=True)
+
+
+def _default_batch(n: int) -> int:
+    """Probes multiplied at once by default: all (``vmap``) on accelerators; one at a time on
+    CPU, where the batched products of a linearised network ran 2–6× slower per probe."""
+    return 1 if jax.default_backend() == "cpu" else n
+
+
+def map_probes(f, xs, batch: int | None = None):
+    """``f`` over the leading axis of ``xs``, ``batch`` at a time (default: see above)."""
+    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    batch = _default_batch(n) if batch is None else batch
+    if batch >= n:
+        return jax.vmap(f)(xs)
+    return jax.lax.map(f, xs, batch_size=None if batch == 1 else batch)
+
+
+def _batched_mv(mv, vs, probe_batch):
+    return map_probes(mv, vs, probe_batch)
+
+
+def _mean_stderr(samples):
+    n = samples.shape[0]
+    mean = jnp.mean(samples)
+    if n < 2:
+        return mean, jnp.full((), jnp.nan, samples.dtype)
+    return mean, jnp.std(samples, ddof=1) / jnp.sqrt(n)
+
+
+class AbstractTraceEstimator(eqx.Module):
+    """A stochastic trace estimator: ``estimate(op, key, n_probes) -> TraceEstimate``."""
+
+    probe_batch: eqx.AbstractVar[int | None]
+
+    @abc.abstractmethod
+    def estimate(self, op: AbstractOperator, key, n_probes: int) -> TraceEstimate:
+        """Estimate ``Tr M`` with ``n_probes`` products."""
+
+    def min_probes(self) -> int:
+        return 2
+
+
+class Hutchinson(AbstractTraceEstimator):
+    """``Tr M ≈ (1/n) Σ zᵢᵀ M zᵢ`` with Rademacher ``zᵢ`` (Hutchinson 1989); unbiased, and
+    the standard error is the sample standard deviation over ``√n``. ``probe_batch``: how
+    many probes are multiplied at once (``vmap``); ``None``: all on accelerators, one at a
+    time on CPU (faster there)."""
+
+    probe_batch: int | None = eqx.field(static=True, default=None)
+
+    def estimate(self, op, key, n_probes):
+        z = jr.rademacher(key, (n_probes, op.dim), op.dtype)
+        samples = jnp.sum(z * _batched_mv(op.linear(), z, self.probe_batch), axis=1)
+        value, stderr = _mean_stderr(samples)
+        return TraceEstimate(value=value, stderr=stderr, samples=samples, n_matvecs=n_probes)
+
+
+class HutchPlusPlus(AbstractTraceEstimator):
+    """Hutch++ (Meyer, Musco, Musco & Woodruff 2021): a third of the products find the top
+    of the spectrum (``Q = qr(M S)``), whose trace ``Tr(QᵀMQ)`` is exact; the rest estimate
+    the deflated remainder by Hutchinson. Far lower variance when a few eigenvalues
+    dominate (neural-network Hessians). The standard error is the remainder's, given
+    ``Q`` (the exact part carries none)."""
+
+    probe_batch: int | None = eqx.field(static=True, default=None)
+
+    def min_probes(self) -> int:
+        return 4
+
+    def estimate(self, op, key, n_probes):
+        n_s = n_probes // 3
+        n_g = n_probes - 2 * n_s
+        k_s, k_g = jr.split(key)
+        mv = op.linear()
+        s = jr.rademacher(k_s, (n_s, op.dim), op.dtype)
+        q, _ = jnp.linalg.qr(_batched_mv(mv, s, self.probe_batch).T)  # (m, n_s)
+        exact = jnp.sum(q.T * _batched_mv(mv, q.T, self.probe_batch))
+        g = jr.rademacher(k_g, (n_g, op.dim), op.dtype)
+        g = g - (g @ q) @ q.T
+        samples = jnp.sum(g * _batched_mv(mv, g, self.probe_batch), axis=1)
+        rest, stderr = _mean_stderr(samples)
+        return TraceEstimate(value=exact + rest, stderr=stderr, samples=exact + samples, n_matvecs=n_probes)
+
+
+@eqx.filter_jit
+def _trace_jit(op, key, n_probes: int, estimator):
+    return estimator.estimate(op, key, n_probes)
+
+
+def trace(op: AbstractOperator, *, key: PRNGKeyArray, n_probes: int,
+          estimator: AbstractTraceEstimator | None = None) -> TraceEstimate:
+    """Stochastic trace of a symmetric operator with ``n_probes`` products.
+
+    ``estimator``: :class:`Hutchinson` (default) or :class:`HutchPlusPlus`."""
+    op = _check_operator(op)
+    estimator = Hutchinson() if estimator is None else estimator
+    if not isinstance(estimator, AbstractTraceEstimator):
+        raise ValueError(f"estimator must be so.Hutchinson() or so.HutchPlusPlus(), got {type(estimator).__name__}.")
+    n_probes = positive_int("n_probes", n_probes)
+    if n_probes < estimator.min_probes():
+        raise ValueError(
+            f"{type(estimator).__name__} needs n_probes >= {estimator.min_probes()} for a standard error, "
+            f"got {n_probes}."
+        )
+    return _trace_jit(op, key, n_probes, estimator)
+
+
+def hessian_trace(problem: Problem, p, *, key: PRNGKeyArray, n_probes: int, group=None,
+                  curvature: AbstractCurvature | None = None,
+                  estimator: AbstractTraceEstimator | None = None) -> TraceEstimate:
+    """``Tr ∇²L(p)`` (or of another curvature / a parameter group) from ``n_probes``
+    Hessian-vector products; ``.value`` and ``.stderr``.
+
+    Example:
+        >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
+        >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 5.0, 2.0])))
+        >>> tr = so.hessian_trace(prob, jnp.zeros(3), key=jr.key(0), n_probes=10)
+        >>> round(float(tr.value), 4)  # Rademacher probes are exact on a diagonal matrix
+        8.0
+    """
+    op = curvature_operator(problem, p, curvature=curvature, group=group)
+    return trace(op, key=key, n_probes=n_probes, estimator=estimator)
+
+
+# ---------------------------------------------------------------------------------------
+# spectral density (SLQ)
+# ---------------------------------------------------------------------------------------
+
+
+class SpectralDensity(eqx.Module):
+    """A spectral density from stochastic Lanczos quadrature.
+
+    For each unit probe ``v`` (``n_probes`` of them), Lanczos gives ``T = S diag(θ) Sᵀ``
+    and the Gauss quadrature ``vᵀ f(M) v ≈ Σⱼ wⱼ f(θⱼ)`` with nodes ``θⱼ`` and weights
+    ``wⱼ = S₀ⱼ²`` (exact for polynomials of degree ``< 2·n_iter``). Averaged over probes
+    with ``E[vvᵀ] = I/m`` this estimates ``(1/m) Σᵢ δ(t − λᵢ)``.
+
+    Attributes:
+        nodes: ``(n_probes, n_iter)`` quadrature nodes.
+        weights: ``(n_probes, n_iter)`` weights; each row sums to 1.
+        dim: dimension ``m`` of the operator.
+    """
+
+    nodes: Float[Array, "p n"]
+    weights: Float[Array, "p n"]
+    dim: int = eqx.field(static=True)
+
+    def moment(self, k: int) -> Float[Array, ""]:
+        """``∫ tᵏ φ(t) dt``, an unbiased estimate of ``Tr(Mᵏ)/m``."""
+        return jnp.mean(self._probe_moments(k))
+
+    def moment_stderr(self, k: int) -> Float[Array, ""]:
+        """Standard error of :meth:`moment` over probes."""
+        return _mean_stderr(self._probe_moments(k))[1]
+
+    def _probe_moments(self, k):
+        return jnp.sum(self.weights * self.nodes**k, axis=1)
+
+    def default_sigma(self) -> Float[Array, ""]:
+        """Kernel width: 1% of the spread of the nodes."""
+        lo, hi = jnp.min(self.nodes), jnp.max(self.nodes)
+        return 0.01 * jnp.maximum(hi - lo, jnp.finfo(self.nodes.dtype).eps * (1 + jnp.abs(hi)))
+
+    def grid(self, n: int = 1000, margin: float = 5.0, sigma=None) -> Float[Array, " n"]:
+        """``n`` points covering all nodes plus ``margin`` kernel widths on each side."""
+        sigma = self.default_sigma() if sigma is None else sigma
+        return jnp.linspace(jnp.min(self.nodes) - margin * sigma, jnp.max(self.nodes) + margin * sigma, n)
+
+    def density(self, t, sigma=None) -> Float[Array, " n"]:
+        """The density smoothed with a Gaussian kernel of width ``sigma``, at points ``t``;
+        it integrates to 1 over the real line."""
+        sigma = self.default_sigma() if sigma is None else jnp.asarray(sigma)
+        t = jnp.asarray(t)
+        z = (t[:, None] - self.nodes.reshape(-1)[None, :]) / sigma
+        kern = jnp.exp(-0.5 * z**2) / (sigma * jnp.sqrt(2 * jnp.pi))
+        return kern @ self.weights.reshape(-1) / self.nodes.shape[0]
+
+
+@eqx.filter_jit
+def _slq_jit(op, key, n_probes: int, n_iter: int):
+    mv = op.linear()
+
+    def one(k):
+        k_v, k_l = jr.split(k)
+        v = jr.rademacher(k_v, (op.dim,), op.dtype)
+        v = v / jnp.linalg.norm(v)
+        alpha, beta, _, _, _ = _lanczos(mv, v, k_l, n_iter)
+        t = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
+        theta, s = jnp.linalg.eigh(t)
+        return theta, s[0] ** 2
+
+    nodes, weights = map_probes(one, jr.split(key, n_probes))
+    return SpectralDensity(nodes=nodes, weights=weights, dim=op.dim)
+
+
+def spectral_density(op: AbstractOperator, *, key: PRNGKeyArray, n_probes: int = 8,
+                     n_iter: int = 80) -> SpectralDensity:
+    """Spectral density of a symmetric operator by stochastic Lanczos quadrature:
+    ``n_probes`` Rademacher probes (vmapped), ``n_iter`` Lanczos steps each (at most the
+    dimension). Cost: ``n_probes · n_iter`` products, memory ``n_probes · n_iter · m``."""
+    op = _check_operator(op)
+    n_probes = positive_int("n_probes", n_probes)
+    n_iter = min(positive_int("n_iter", n_iter), op.dim)
+    return _slq_jit(op, key, n_probes, n_iter)
+
+
+def hessian_density(problem: Problem, p, *, key: PRNGKeyArray, n_probes: int = 8, n_iter: int = 80, group=None,
+                    curvature: AbstractCurvature | None = None) -> SpectralDensity:
+    """Hessian spectral density of ``problem`` at ``p`` (SLQ, see :func:`spectral_density`).
+
+    Example:
+        >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
+        >>> prob = so.landscapes.quadratic(jnp.diag(jnp.arange(1.0, 11.0)))
+        >>> dens = so.hessian_density(prob, jnp.zeros(10), key=jr.key(0), n_probes=4, n_iter=10)
+        >>> round(float(dens.moment(1)), 3)  # Tr H / d
+        5.5
+    """
+    op = curvature_operator(problem, p, curvature=curvature, group=group)
+    return spectral_density(op, key=key, n_probes=n_probes, n_iter=n_iter)
+
+
+def plot_spectral_density(density: SpectralDensity, ax=None, *, sigma=None, n_grid: int = 1000, log: bool = True,
+                          outliers=None, label: str | None = None, **plot_kw):
+    """Plot a :class:`SpectralDensity` (smoothed) on ``ax`` (a new figure if ``None``).
+
+    Args:
+        sigma: kernel width (default 1% of the spread of the nodes).
+        log: logarithmic density axis (the bulk and the outliers differ by decades).
+        outliers: eigenvalues to mark (e.g. the top ``k`` from :func:`hessian_eigs`),
+            drawn as ticks on the axis.
+        plot_kw: passed to ``ax.plot``.
+
+    Returns:
+        the matplotlib axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    sigma = density.default_sigma() if sigma is None else sigma
+    t = density.grid(n_grid, sigma=sigma)
+    phi = density.density(t, sigma)
+    t, phi = np.asarray(t), np.asarray(phi)
+    if log:
+        floor = max(float(phi.max()) * 1e-8, np.finfo(np.float32).tiny)
+        ax.semilogy(t, np.maximum(phi, floor), label=label, **plot_kw)
+        ax.set_ylim(bottom=floor)
+    else:
+        ax.plot(t, phi, label=label, **plot_kw)
+    if outliers is not None:
+        for lam in np.atleast_1d(np.asarray(outliers)):
+            ax.axvline(float(lam), color="0.3", lw=0.8, ls=":", zorder=0)
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density")
+    return ax
+
+
+register_result(TraceEstimate)
+register_result(SpectralDensity)
+register_result(EigResult)
