@@ -110,7 +110,7 @@ SDES = {
     # name: (model at h, values of h, horizon, statistic, paths)
     "heavy_ball_sde": (
         lambda h: so.HeavyBall.from_friction(LOGCOSH, h, 1.0, batch_size=1, noise=so.IsotropicNoise(1.0)),
-        [0.2, 0.1, 0.05], 2.0, lambda y: y[:, 0], 1000,
+        [0.2, 0.1, 0.05], 2.0, lambda y: y[:, 0], 400,
     ),
     "rmsprop_sde": (
         lambda lr: so.RMSpropSDE(LOGCOSH, lr, 1, so.ScaledNoise(so.IsotropicNoise(1.0), 1 / lr**2), 1 - lr**2,
@@ -170,7 +170,7 @@ def test_coupled_paths_share_the_brownian_increment():
     paths would differ by about √2 times the spread of θ."""
     prob = so.landscapes.quadratic(jnp.eye(1))
     model = so.HeavyBall.from_friction(prob, 0.1, 1.0, batch_size=1, noise=so.IsotropicNoise(1.0))
-    for m in (1, 8):
+    for m in (4,):
         disc, cont = so.coupled_paths(model.discrete(), model, jnp.ones(1), key=jr.key(0), n_paths=400,
                                       n_steps=20, refine=m, save_every=20)
         assert disc.ys.shape == cont.ys.shape == (400, 2, 1)
