@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from ._checks import positive, positive_int
 from ._dynamics import AbstractContinuous
-from ._engine import Ensemble, check_start, path_keys
+from ._engine import Ensemble, check_key, check_start, path_keys
 
 
 def solve_diffrax(
@@ -33,6 +33,12 @@ def solve_diffrax(
     For Monte Carlo prefer :func:`sde_opt.simulate`, which is 15–50× faster; this is the
     reference for high-order and adaptive solves.
     """
+    if not isinstance(dyn, AbstractContinuous):
+        raise ValueError(
+            f"solve_diffrax integrates continuous models (GradientFlow, SGDSDE, ...); {type(dyn).__name__} is a "
+            "discrete algorithm: run it with so.simulate."
+        )
+    key = check_key(key)
     n_paths = positive_int("n_paths", n_paths)
     t1 = float(positive("t1", t1))
     y0 = check_start(dyn, y0, n_paths)

@@ -105,21 +105,39 @@ def check_start(dyn: AbstractDynamics, y0, n_paths: int) -> Float[Array, "n d"]:
     y0 = jnp.asarray(y0)
     if not jnp.issubdtype(y0.dtype, jnp.floating):
         y0 = y0.astype(jnp.result_type(float))
-    if y0.ndim == 2:
-        if y0.shape[0] != n_paths:
-            raise ValueError(f"y0 has {y0.shape[0]} rows but n_paths={n_paths}; pass (d,) or (n_paths, d).")
-        for row in (y0[0],):
-            dyn.problem.check_params(row, "y0")
-        if not bool(jnp.all(jnp.isfinite(y0))):
-            raise ValueError("y0 contains non-finite values (nan or inf); start from a finite point.")
-        return y0
-    if y0.ndim != 1:
+    if y0.ndim not in (1, 2):
         raise ValueError(f"y0 must have shape (d,) or (n_paths, d), got {y0.shape}.")
-    y0 = dyn.problem.check_params(y0, "y0")
+    if y0.ndim == 2 and y0.shape[0] != n_paths:
+        raise ValueError(f"y0 has {y0.shape[0]} rows but n_paths={n_paths}; pass (d,) or (n_paths, d).")
+    if not bool(jnp.all(jnp.isfinite(y0))):
+        raise ValueError("y0 contains non-finite values (nan or inf); start from a finite point.")
+    row = dyn.problem.check_params(y0 if y0.ndim == 1 else y0[0], "y0")
     noise = getattr(dyn, "noise", None)
     if noise is not None:
-        noise.check(dyn.problem, y0.shape[0])
-    return jnp.broadcast_to(y0, (n_paths, y0.shape[0]))
+        noise.check(dyn.problem, row.shape[0])
+    return jnp.broadcast_to(y0, (n_paths, row.shape[0]))
+
+
+def check_key(key):
+    """A PRNG key (``jax.random.key(seed)`` or ``PRNGKey(seed)``), else a ``ValueError``."""
+    if isinstance(key, jax.Array) and (
+        jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == jnp.uint32 and key.shape == (2,))
+    ):
+        return key
+    raise ValueError(f"key must be a PRNG key such as jax.random.key(0), got {type(key).__name__} {key!r}.")
+
+
+def chunks(y0, key, chunk_size):
+    """Fixed-size chunks of paths: yields ``(n_valid, y0_chunk, keys_chunk)``; the last chunk is
+    padded so a kernel compiles once, and each chunk is sharded over the devices."""
+    n_paths, d = y0.shape
+    chunk = chunk_size_for(n_paths, d, chunk_size)
+    for start in range(0, n_paths, chunk):
+        n_valid = min(chunk, n_paths - start)
+        y0_c = y0[start : start + n_valid]
+        if n_valid < chunk:
+            y0_c = jnp.concatenate([y0_c, jnp.broadcast_to(y0_c[:1], (chunk - n_valid, d))])
+        yield (n_valid, *shard_paths(y0_c, path_keys(key, start, chunk)))
 
 
 def path_keys(key: PRNGKeyArray, start: int, count: int):
@@ -326,20 +344,15 @@ def simulate(
     n_paths = positive_int("n_paths", n_paths)
     n_steps = positive_int("n_steps", n_steps)
     save_every = positive_int("save_every", save_every, upper=n_steps, upper_name="n_steps")
+    key = check_key(key)
     dt = resolve_dt(dyn, dt)
     y0 = check_start(dyn, y0, n_paths)
     n_saves = n_steps // save_every
-    chunk = chunk_size_for(n_paths, y0.shape[1], chunk_size)
     ys_parts, div_parts = [], []
-    for start in range(0, n_paths, chunk):
-        stop = min(start + chunk, n_paths)
-        y0_c = y0[start:stop]
-        if stop - start < chunk:  # pad the last chunk so the kernel never recompiles
-            y0_c = jnp.concatenate([y0_c, jnp.broadcast_to(y0_c[:1], (chunk - (stop - start), y0.shape[1]))])
-        y0_c, keys = shard_paths(y0_c, path_keys(key, start, chunk))
+    for n_valid, y0_c, keys in chunks(y0, key, chunk_size):
         ys, div = _simulate_chunk(dyn, y0_c, keys, dt.astype(y0.dtype), n_saves, save_every)
-        ys_parts.append(ys[: stop - start])
-        div_parts.append(div[: stop - start])
+        ys_parts.append(ys[:n_valid])
+        div_parts.append(div[:n_valid])
     ys = jnp.concatenate(ys_parts) if len(ys_parts) > 1 else ys_parts[0]
     diverged = jnp.concatenate(div_parts) if len(div_parts) > 1 else div_parts[0]
     ts = jnp.arange(n_saves + 1, dtype=y0.dtype) * (save_every * dt.astype(y0.dtype))

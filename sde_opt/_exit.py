@@ -17,7 +17,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._checks import positive, positive_int
 from ._dynamics import AbstractContinuous, AbstractDynamics
-from ._engine import check_start, chunk_size_for, path_keys, resolve_dt, shard_paths, vstep
+from ._engine import check_key, check_start, chunks, resolve_dt, vstep
 from ._problem import Problem
 
 
@@ -259,6 +259,7 @@ def first_exit(
     if not isinstance(dyn, AbstractDynamics):
         raise ValueError(f"dyn must be a dynamics such as so.SGDSDE(...), got {type(dyn).__name__}.")
     region = as_region(exit_fn)
+    key = check_key(key)
     n_paths = positive_int("n_paths", n_paths)
     max_steps = positive_int("max_steps", max_steps)
     block = positive_int("block", block)
@@ -272,16 +273,10 @@ def first_exit(
     start_out = jax.vmap(lambda th: region.outside(dyn.problem, th))(y0)
     if bool(jnp.any(start_out)):
         raise ValueError("y0 is already outside the region (exit_fn(y0) is true); start inside it.")
-    chunk = chunk_size_for(n_paths, y0.shape[1], chunk_size)
     parts = []
-    for start in range(0, n_paths, chunk):
-        stop = min(start + chunk, n_paths)
-        y0_c = y0[start:stop]
-        if stop - start < chunk:
-            y0_c = jnp.concatenate([y0_c, jnp.broadcast_to(y0_c[:1], (chunk - (stop - start), y0.shape[1]))])
-        y0_c, keys = shard_paths(y0_c, path_keys(key, start, chunk))
+    for n_valid, y0_c, keys in chunks(y0, key, chunk_size):
         out = _exit_chunk(dyn, region, y0_c, keys, dt.astype(y0.dtype), max_steps, block, bool(bridge), bool(early_stop))
-        parts.append(tuple(o[: stop - start] for o in out[:4]) + (out[4],))
+        parts.append(tuple(o[:n_valid] for o in out[:4]) + (out[4],))
     times, exited, pos, div = (jnp.concatenate([p[i] for p in parts]) for i in range(4))
     steps = max(int(p[4]) for p in parts)
     return ExitTimes(

@@ -37,7 +37,7 @@ from scipy import optimize, stats
 
 from ._checks import positive, positive_int
 from ._dynamics import AbstractDynamics
-from ._engine import check_start, chunk_size_for, path_keys, resolve_dt, shard_paths, vstep
+from ._engine import check_key, check_start, chunks, path_keys, resolve_dt, vstep
 from ._io import register_result
 from ._problem import Problem
 
@@ -560,6 +560,7 @@ def max_excursion(
     """
     if not isinstance(dyn, AbstractDynamics):
         raise ValueError(f"dyn must be a dynamics such as so.SGDSDE(...), got {type(dyn).__name__}.")
+    key = check_key(key)
     n_paths = positive_int("n_paths", n_paths)
     n_steps = positive_int("n_steps", n_steps)
     save_every = n_steps if save_every is None else positive_int("save_every", save_every, upper=n_steps,
@@ -570,16 +571,10 @@ def max_excursion(
     center = center.astype(y0.dtype)
     norm = _euclidean if norm is None else norm
     n_saves = n_steps // save_every
-    chunk = chunk_size_for(n_paths, y0.shape[1], chunk_size)
     parts = []
-    for start in range(0, n_paths, chunk):
-        stop = min(start + chunk, n_paths)
-        y0_c = y0[start:stop]
-        if stop - start < chunk:
-            y0_c = jnp.concatenate([y0_c, jnp.broadcast_to(y0_c[:1], (chunk - (stop - start), y0.shape[1]))])
-        y0_c, keys = shard_paths(y0_c, path_keys(key, start, chunk))
+    for n_valid, y0_c, keys in chunks(y0, key, chunk_size):
         runs = _excursion_chunk(dyn, y0_c, center, keys, dt.astype(y0.dtype), n_saves, save_every, norm)
-        parts.append(runs[: stop - start])
+        parts.append(runs[:n_valid])
     runs = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
     ts = jnp.arange(1, n_saves + 1, dtype=y0.dtype) * (save_every * dt.astype(y0.dtype))
     return ts, runs

@@ -14,14 +14,6 @@ import pytest
 import sde_opt as so
 
 
-_BITWISE_XFAIL = pytest.mark.xfail(
-    reason="engine (reported): the chunk shape changes XLA's CPU kernels (GEMM over the example axis of a "
-    "full-batch gradient), so these differ from the default chunk by 1 ulp; the random draws are "
-    "identical (see test_chunk_size_changes_nothing_but_rounding)",
-    strict=False,
-)
-
-
 def _dynamics(name):
     lin = so.problems.linear_regression(key=jr.key(0), n_examples=16, dim=2)
     quad = so.landscapes.quadratic(jnp.array([[2.0, 0.5], [0.5, 1.0]]))
@@ -38,6 +30,8 @@ def _dynamics(name):
 
 
 _BITWISE = ["sgd_no_replacement", "shuffled_sgd", "sde_constant_noise", "sde_hessian_noise"]
+# Full-batch gradients over data are GEMMs over the example axis whose CPU kernel (and so the
+# summation order) XLA picks by the chunk's shape: the same random draws, values equal to rounding.
 _ROUNDING = ["sde_minibatch_order2_no_replacement", "gd_data"]
 
 
@@ -49,7 +43,7 @@ def _chunked_runs(name):
     return [so.simulate(dyn, y0, chunk_size=chunk, **kw) for chunk in (None, 1, 3)]
 
 
-@pytest.mark.parametrize("name", _BITWISE + [pytest.param(n, marks=_BITWISE_XFAIL) for n in _ROUNDING])
+@pytest.mark.parametrize("name", _BITWISE)
 def test_results_do_not_depend_on_chunk_size(name):
     """Path i uses fold_in(key, i): chunk_size = 1, 3 and the default give the same bits."""
     ref, *others = _chunked_runs(name)
@@ -218,3 +212,15 @@ def test_same_numbers_on_four_devices(tmp_path):
 
     assert jax.device_count() != 4
     np.testing.assert_array_equal(np.load(tmp_path / "ys.npy"), namespace["run"]())
+
+
+def test_key_and_dynamics_kind_are_checked():
+    quad = so.landscapes.quadratic(jnp.eye(2))
+    dyn = so.SGDSDE(quad, 0.1, 1, so.IsotropicNoise(1.0))
+    for bad in (None, 0, "seed"):
+        with pytest.raises(ValueError, match="key"):
+            so.simulate(dyn, jnp.ones(2), key=bad, n_paths=2, n_steps=2)
+        with pytest.raises(ValueError, match="key"):
+            so.first_exit(dyn, jnp.ones(2), so.Ball(jnp.zeros(2), 5.0), key=bad, n_paths=2, max_steps=2)
+    with pytest.raises(ValueError, match="discrete"):
+        so.solve_diffrax(so.GD(quad, 0.1), jnp.ones(2), key=jr.key(0), n_paths=2, t1=1.0)

@@ -249,7 +249,6 @@ def test_noise_problem_mismatch_raises_at_simulate():
         so.NoisyGD(quad, 0.1, 1, noise="hessian")
 
 
-@pytest.mark.xfail(reason="engine bug (reported): check_start skips noise.check when y0 is (n_paths, d)", strict=False)
 def test_noise_problem_mismatch_raises_with_per_path_start():
     quad = so.landscapes.quadratic(jnp.eye(2))
     with pytest.raises(ValueError, match="covariance"):
