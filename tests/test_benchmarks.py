@@ -1,0 +1,37 @@
+"""The benchmark scripts run end to end at tiny sizes (``--fast``).
+
+Only that they execute and report is checked: timings on a shared machine are noise, so no
+test asserts a speed.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, JAX_ENABLE_X64="0", MPLBACKEND="Agg")
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env,
+    )
+
+
+def test_bench_engine_fast_runs_and_prints_ratios():
+    out = _run("bench_engine.py", "--fast")
+    assert out.returncode == 0, out.stderr[-3000:]
+    ratios = [line for line in out.stdout.splitlines() if line.strip().startswith("ratios:")]
+    assert len(ratios) == 2  # d = 2 and d = 100
+    for line in ratios:
+        assert "ours/bound" in line and "ours/VBT" in line and "ours/Unsafe" in line
+    assert "| d | paths |" in out.stdout  # the markdown table
+    assert "same law" in out.stdout
+
+
+def test_bench_exit_fast_runs_and_prints_the_ratio():
+    out = _run("bench_exit.py", "--fast", "--repeats", "1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "all exited: True" in out.stdout and "ratio (to horizon / early stop)" in out.stdout
