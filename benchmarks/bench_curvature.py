@@ -19,15 +19,17 @@ Compared, each as PyHessian does it by default and as sde_opt does it by default
   installs a stand-in built on ``torch.linalg.eigh`` (the matrix is symmetric) and says so.
 
 The reference values come from float64: the top eigenvalue by Lanczos to 1e-12, the
-trace exactly (``d`` Hessian-vector products). Times are the best of ``--repeats`` runs,
-interleaved, ending in ``block_until_ready`` / a Python float; PyHessian's times include
+trace exactly (``d`` Hessian-vector products). Times are the median of ``--repeats`` runs,
+interleaved, ending in ``block_until_ready`` / a Python float (both libraries start from
+random vectors, so their work varies from run to run: the table counts the Hessian-vector
+products each made, PyHessian's through a counting wrapper); PyHessian's times include
 building its ``hessian`` object (one forward and backward with ``create_graph``), which
 is part of every measurement it makes (sde_opt likewise linearises inside each call).
 sde_opt's compile time (first call) is reported separately. Absolute times on a shared
 machine are noise: read the ratios.
 
     pip install -e ".[bench]"
-    python benchmarks/bench_curvature.py [--repeats 5] [--markdown benchmarks/RESULTS_curvature.md]
+    python benchmarks/bench_curvature.py [--repeats 7] [--threads 1] [--markdown benchmarks/RESULTS_curvature.md]
     python benchmarks/bench_curvature.py --fast    # tiny sizes, a smoke test
 """
 
@@ -35,20 +37,41 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
+import sys
 import time
 import warnings
 
-import jax
+
+def _threads_from_argv(argv) -> int | None:
+    """``--threads N`` must reach XLA before jax is imported."""
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return None
+
+
+_THREADS = _threads_from_argv(sys.argv[1:])
+if _THREADS is not None:
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + f" --xla_cpu_multi_thread_eigen={'true' if _THREADS > 1 else 'false'}"
+        + f" intra_op_parallelism_threads={_THREADS}"
+    ).strip()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # float64 only for the reference values
 
-import jax.numpy as jnp
-import jax.random as jr
-import numpy as np
-import optax
+import jax.numpy as jnp  # noqa: E402
+import jax.random as jr  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
-import sde_opt as so
+import sde_opt as so  # noqa: E402
 
 
 # ------------------------------------------------------------------------------- the model
@@ -100,56 +123,82 @@ def install_torch_eig_shim():
 
 
 # ------------------------------------------------------------------------------- the runs
-def best_of(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
+HVPS = {"n": 0}  # Hessian-vector products PyHessian made (counted by a wrapper)
+
+
+def count_pyhessian_hvps():
+    import sys
+
+    import pyhessian  # noqa: F401  (its package attribute `hessian` is the class, not the module)
+
+    ph_module = sys.modules["pyhessian.hessian"]
+    inner = ph_module.hessian_vector_product
+
+    def counted(*args, **kwargs):
+        HVPS["n"] += 1
+        return inner(*args, **kwargs)
+
+    ph_module.hessian_vector_product = counted
 
 
 def pyhessian_runs(model, crit, x, y):
+    """Each run returns ``(value, hvps)``."""
     import torch
     from pyhessian import hessian
 
     def build():
         model.zero_grad(set_to_none=True)  # PyHessian accumulates into .grad otherwise
+        HVPS["n"] = 0
         return hessian(model, crit, data=(x, y), cuda=False)
 
     def top():
-        return build().eigenvalues(top_n=1)[0][0]
+        return build().eigenvalues(top_n=1)[0][0], HVPS["n"]
 
     def trace_fixed(n):
-        return lambda: np.asarray(build().trace(maxIter=n, tol=-1.0))
+        return lambda: (np.asarray(build().trace(maxIter=n, tol=-1.0)), HVPS["n"])
 
     def trace_default():
-        return np.asarray(build().trace())
+        return np.asarray(build().trace()), HVPS["n"]
 
     def density():
-        return build().density(iter=100, n_v=1)
+        return build().density(iter=100, n_v=1), HVPS["n"]
 
     torch.manual_seed(0)
     return top, trace_fixed, trace_default, density
 
 
 def sde_opt_runs(prob):
+    """Each run returns ``(value, hvps)``."""
     theta = prob.theta0
 
     def top(key):
-        return lambda: float(so.hessian_eigs(prob, theta, 1, key=key)[0][0])
+        def run():
+            res = so.eigs(so.curvature_operator(prob, theta), 1, key=key)  # what hessian_eigs runs
+            return float(res.values[0]), int(res.n_iter)
+
+        return run
 
     def trace(key, n):
         def run():
             tr = so.hessian_trace(prob, theta, key=key, n_probes=n)
-            return float(tr.value), float(tr.stderr)
+            return (float(tr.value), float(tr.stderr)), n
 
         return run
 
     def density(key):
-        return lambda: jax.block_until_ready(so.hessian_density(prob, theta, key=key, n_probes=1, n_iter=100).nodes)
+        def run():
+            dens = so.hessian_density(prob, theta, key=key, n_probes=1, n_iter=100)
+            return jax.block_until_ready(dens.nodes), 100
+
+        return run
 
     return top, trace, density
+
+
+def timed(fn):
+    t = time.perf_counter()
+    value, hvps = fn()
+    return time.perf_counter() - t, value, hvps
 
 
 def reference(prob):
@@ -171,121 +220,158 @@ def reference(prob):
 
 
 # ------------------------------------------------------------------------------- main
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--n-examples", type=int, default=1024)
-    parser.add_argument("--train-steps", type=int, default=300)
-    parser.add_argument("--probes", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--fast", action="store_true", help="tiny sizes, one repeat (smoke test)")
-    parser.add_argument("--markdown", default=None, help="write the table to this file")
-    args = parser.parse_args(argv)
-    if args.fast:
-        args.hidden, args.n_examples, args.train_steps, args.probes, args.repeats = 8, 128, 20, 10, 1
+def med(xs):
+    return float(np.median(xs))
 
+
+def bench_size(hidden: int, n_examples: int, args) -> dict:
+    """All comparisons for one MLP; returns the numbers for the report."""
     import torch
 
-    warnings.filterwarnings("ignore", category=UserWarning)  # torch's only_inputs deprecation
-    prob = make_problem(args.hidden, args.n_examples, args.train_steps)
-    d = int(prob.theta0.shape[0])
+    prob = make_problem(hidden, n_examples, args.train_steps)
     model, crit, x, y = to_torch(prob)
     with torch.no_grad():
         torch_loss = float(crit(model(x), y))
-    jax_loss = float(prob.loss(prob.theta0))
-    shim = install_torch_eig_shim()
-
     ph_top, ph_trace_fixed, ph_trace_default, ph_density = pyhessian_runs(model, crit, x, y)
     so_top, so_trace, so_density = sde_opt_runs(prob)
     keys = iter(jr.split(jr.key(42), 1000))
 
-    # compile sde_opt once (timed), then time everything interleaved
+    def ph_top_tight():  # PyHessian asked for an accuracy like sde_opt's default
+        return ph_top_with(maxIter=300, tol=1e-6)
+
+    def ph_top_with(**kw):
+        from pyhessian import hessian
+
+        model.zero_grad(set_to_none=True)
+        HVPS["n"] = 0
+        return hessian(model, crit, data=(x, y), cuda=False).eigenvalues(top_n=1, **kw)[0][0], HVPS["n"]
+
     compile_s = {}
     for name, fn in (("top", so_top(next(keys))), ("trace", so_trace(next(keys), args.probes)),
                      ("density", so_density(next(keys)))):
-        t = time.perf_counter()
-        fn()
-        compile_s[name] = time.perf_counter() - t
-
-    rows = {}
-    ph_top_vals, so_top_vals = [], []
-    t_ph, t_so = [], []
-    for _ in range(args.repeats):
-        t, v = best_of(ph_top, 1)
-        t_ph.append(t), ph_top_vals.append(v)
-        t, v = best_of(so_top(next(keys)), 1)
-        t_so.append(t), so_top_vals.append(v)
-    rows["top eigenvalue"] = (min(t_ph), min(t_so))
-
-    t_ph, t_so, ph_tr, so_tr = [], [], [], []
-    for _ in range(args.repeats):
-        t, v = best_of(ph_trace_fixed(args.probes), 1)
-        t_ph.append(t), ph_tr.append(v)
-        t, v = best_of(so_trace(next(keys), args.probes), 1)
-        t_so.append(t), so_tr.append(v)
-    rows[f"trace, {args.probes} probes each"] = (min(t_ph), min(t_so))
-
-    t_def, ph_def = best_of(ph_trace_default, args.repeats)
-
-    t_ph, t_so = [], []
-    for _ in range(args.repeats):
-        t_ph.append(best_of(ph_density, 1)[0])
-        t_so.append(best_of(so_density(next(keys)), 1)[0])
-    rows["density (SLQ, 1 probe × 100 steps)"] = (min(t_ph), min(t_so))
-
+        compile_s[name] = timed(fn)[0]
+    tasks = {
+        "top eigenvalue, defaults": (ph_top, lambda: so_top(next(keys))),
+        "top eigenvalue, PyHessian at tol=1e-6": (ph_top_tight, lambda: so_top(next(keys))),
+        f"trace, Hutchinson, {args.probes} probes each": (ph_trace_fixed(args.probes),
+                                                          lambda: so_trace(next(keys), args.probes)),
+        "density, SLQ 1 probe × 100 steps": (ph_density, lambda: so_density(next(keys))),
+    }
+    for ph_fn, _ in tasks.values():  # warm torch up too (its first backward passes allocate)
+        ph_fn()
+    runs = {name: {"ph": [], "so": []} for name in tasks}
+    for _ in range(args.repeats):  # every task once per round, the two libraries interleaved
+        for name, (ph_fn, so_fn) in tasks.items():
+            runs[name]["ph"].append(timed(ph_fn))
+            runs[name]["so"].append(timed(so_fn()))
+    default_trace = [timed(ph_trace_default) for _ in range(args.repeats)]
+    plus = so.hessian_trace(prob, prob.theta0, key=next(keys), n_probes=args.probes, estimator=so.HutchPlusPlus())
     lam_ref, tr_ref = reference(prob)
+    return dict(hidden=hidden, n_examples=n_examples, d=int(prob.theta0.shape[0]), runs=runs, compile_s=compile_s,
+                default_trace=default_trace, lam_ref=lam_ref, tr_ref=tr_ref, plus=plus,
+                losses=(float(prob.loss(prob.theta0)), torch_loss))
 
-    # ------------------------------------------------------------------- report
-    def rel(a):
-        return abs(a - lam_ref) / abs(lam_ref)
 
-    lam_gap = abs(np.median(so_top_vals) - np.median(ph_top_vals)) / abs(np.median(ph_top_vals))
-    ph_tr_vals = [float(np.mean(s)) for s in ph_tr]
-    ph_tr_se = [float(np.std(s, ddof=1) / np.sqrt(len(s))) for s in ph_tr]
+def report(results: list, args, shim: bool) -> str:
+    import torch
+
     lines = [
         "# Curvature benchmark: sde_opt against PyHessian",
         "",
-        f"Generated by `python benchmarks/bench_curvature.py --repeats {args.repeats}` on "
-        f"{datetime.date.today().isoformat()}; {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, JAX {jax.__version__} ({jax.default_backend()}), "
-        f"torch {torch.__version__}, float32 in both.",
+        f"`python benchmarks/bench_curvature.py --sizes {args.sizes} --repeats {args.repeats}"
+        + (f" --threads {args.threads}" if args.threads else "") + "`, "
+        f"{datetime.date.today().isoformat()}; {platform.machine()}, {os.cpu_count()} CPU cores shared with other "
+        f"jobs, {torch.get_num_threads()} torch threads; JAX {jax.__version__} ({jax.default_backend()}), "
+        f"torch {torch.__version__}, PyHessian 0.1; float32 in both.",
         "",
-        f"Model: digits MLP 64 → {args.hidden} → 10 (tanh, cross-entropy), d = {d} parameters, "
-        f"N = {args.n_examples} examples, after {args.train_steps} GD steps (loss {jax_loss:.4f} in JAX, "
-        f"{torch_loss:.4f} in torch with the copied weights). Times: best of {args.repeats}, interleaved; "
-        "PyHessian's include building its `hessian` object.",
+        "The digits MLP 64 → hidden → 10 (tanh, cross-entropy) after "
+        f"{args.train_steps} GD steps, its weights and examples copied into torch. Times are medians over "
+        f"{args.repeats} rounds (range in brackets), the libraries interleaved; HVPs = Hessian-vector products "
+        "used (medians; both start from random vectors). PyHessian's times include building its `hessian` "
+        "object (one forward and backward with `create_graph`). sde_opt's compile time is excluded and listed "
+        "below.",
         "",
-        "| task | PyHessian | sde_opt | speed-up |",
-        "|---|---:|---:|---:|",
+        "| MLP | task | PyHessian | HVPs | sde_opt | HVPs | speed-up |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, (a, b) in rows.items():
-        lines.append(f"| {name} | {a * 1e3:.1f} ms | {b * 1e3:.1f} ms | {a / b:.1f}× |")
+    for r in results:
+        mlp = f"{r['hidden']} hidden, N={r['n_examples']}, d={r['d']}"
+        for name, run in r["runs"].items():
+            tp, ts = [t for t, _, _ in run["ph"]], [t for t, _, _ in run["so"]]
+            hp, hs = [h for _, _, h in run["ph"]], [h for _, _, h in run["so"]]
+            lines.append(
+                f"| {mlp} | {name} | {med(tp) * 1e3:.1f} ms ({min(tp) * 1e3:.0f}–{max(tp) * 1e3:.0f}) | {med(hp):.0f} "
+                f"| {med(ts) * 1e3:.1f} ms ({min(ts) * 1e3:.0f}–{max(ts) * 1e3:.0f}) | {med(hs):.0f} "
+                f"| **{med(tp) / med(ts):.1f}×** |"
+            )
     lines += [
         "",
-        f"sde_opt compile times (first call, not in the table): top eigenvalue {compile_s['top']:.1f} s, "
-        f"trace {compile_s['trace']:.1f} s, density {compile_s['density']:.1f} s. "
-        f"PyHessian's default `trace()` (stops when the running mean moves < 0.1%) took "
-        f"{t_def * 1e3:.1f} ms for {len(ph_def)} probes: {float(np.mean(ph_def)):.4f}.",
+        "**Agreement.** References in float64: λmax by Lanczos to 1e-12, the trace exactly from d HVPs. "
+        "Relative errors of λmax are medians over the rounds (worst in brackets); traces are the first round's, "
+        "± one standard error.",
         "",
-        "**Agreement** (float64 reference: λmax by Lanczos to 1e-12, the trace exactly from d HVPs):",
-        "",
-        "| quantity | reference | PyHessian | sde_opt |",
-        "|---|---:|---:|---:|",
-        f"| λmax | {lam_ref:.6f} | {np.median(ph_top_vals):.6f} (rel. err. {rel(np.median(ph_top_vals)):.1e}; "
-        f"{min(map(rel, ph_top_vals)):.1e}–{max(map(rel, ph_top_vals)):.1e} over runs) | "
-        f"{np.median(so_top_vals):.6f} (rel. err. {rel(np.median(so_top_vals)):.1e}; "
-        f"{min(map(rel, so_top_vals)):.1e}–{max(map(rel, so_top_vals)):.1e}) |",
-        f"| trace ({args.probes} probes) | {tr_ref:.4f} | {ph_tr_vals[0]:.4f} ± {ph_tr_se[0]:.4f} | "
-        f"{so_tr[0][0]:.4f} ± {so_tr[0][1]:.4f} |",
-        "",
-        f"sde_opt's λmax differs from PyHessian's by {lam_gap:.2%} (median over runs). Trace z-scores against the exact trace, over the repeats: PyHessian "
-        + ", ".join(f"{(v - tr_ref) / s:+.1f}" for v, s in zip(ph_tr_vals, ph_tr_se))
-        + "; sde_opt " + ", ".join(f"{(v - tr_ref) / s:+.1f}" for v, s in so_tr) + ".",
+        "| MLP | λmax reference | PyHessian default | PyHessian tol=1e-6 | sde_opt default "
+        "| trace reference | PyHessian | sde_opt Hutchinson | sde_opt Hutch++ |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    for r in results:
+        lam = r["lam_ref"]
+
+        def err(run):
+            errs = [abs(v - lam) / abs(lam) for _, v, _ in run]
+            return f"{med(errs):.1e} ({max(errs):.1e})"
+
+        runs = r["runs"]
+        tname = next(n for n in runs if n.startswith("trace"))
+        ph_s = runs[tname]["ph"][0][1]
+        so_v, so_se = runs[tname]["so"][0][1]
+        lines.append(
+            f"| d={r['d']} | {lam:.6f} | {err(runs['top eigenvalue, defaults']['ph'])} "
+            f"| {err(runs['top eigenvalue, PyHessian at tol=1e-6']['ph'])} | {err(runs['top eigenvalue, defaults']['so'])} "
+            f"| {r['tr_ref']:.4f} | {np.mean(ph_s):.4f} ± {np.std(ph_s, ddof=1) / np.sqrt(len(ph_s)):.4f} "
+            f"| {so_v:.4f} ± {so_se:.4f} | {float(r['plus'].value):.4f} ± {float(r['plus'].stderr):.4f} |"
+        )
+    lines.append("")
+    for r in results:
+        td = [t for t, _, _ in r["default_trace"]]
+        c = r["compile_s"]
+        lines.append(
+            f"d={r['d']}: losses {r['losses'][0]:.4f} (JAX) and {r['losses'][1]:.4f} (torch, copied weights); "
+            f"sde_opt compile {c['top']:.1f} s (eigenvalue), {c['trace']:.1f} s (trace), {c['density']:.1f} s "
+            f"(density); PyHessian's default `trace()` (stops when the running mean moves < 0.1%) took "
+            f"{med(td) * 1e3:.0f} ms for {med([h for _, _, h in r['default_trace']]):.0f} probes."
+        )
     if shim:
         lines += ["", "PyHessian's `density()` calls `torch.eig`, removed in torch 2; it ran with a stand-in "
                       "built on `torch.linalg.eigh` (installed by this script)."]
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="16x256,64x1024", help="hidden x examples, comma separated")
+    parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument("--probes", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--fast", action="store_true", help="tiny sizes, one round (smoke test)")
+    parser.add_argument("--markdown", default=None, help="also write the report to this file")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both libraries (torch.set_num_threads and XLA's CPU flags); default: all")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.fast:
+        args.sizes, args.train_steps, args.probes, args.repeats = "8x128", 20, 10, 1
+    warnings.filterwarnings("ignore", category=UserWarning)  # torch's only_inputs deprecation
+    shim = install_torch_eig_shim()
+    count_pyhessian_hvps()
+    results = []
+    for size in args.sizes.split(","):
+        hidden, n = (int(v) for v in size.lower().split("x"))
+        results.append(bench_size(hidden, n, args))
+    text = report(results, args, shim)
     print(text)
     if args.markdown:
         with open(args.markdown, "w") as f:

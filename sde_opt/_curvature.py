@@ -31,6 +31,7 @@ from __future__ import annotations
 import abc
 import math
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -343,10 +344,35 @@ def curvature_operator(problem: Problem, p, *, curvature: AbstractCurvature | No
         raise ValueError(f"curvature must be a curvature value such as so.Hessian(), got {type(curvature).__name__}.")
     if curvature.needs_data:
         problem._need_data(type(curvature).__name__)
-    theta = problem.check_params(p, "p")
+    theta = check_point(problem, p)
     span = resolve_group(problem, group)
     start, size = (0, int(theta.shape[0])) if span is None else span
     return CurvatureOperator(problem=problem, theta=theta, curvature=curvature, start=start, size=size)
+
+
+# problems whose loss was checked to be scalar at a (shape, dtype): problem.check_params traces
+# the loss (jax.eval_shape), milliseconds per call, so it runs once per problem and signature
+_CHECKED: dict[int, set] = {}
+
+
+def check_point(problem: Problem, p, name: str = "p") -> Float[Array, " d"]:
+    """``problem.check_params(p)``, with its trace of the loss (the scalar-output check) done
+    once per problem and shape; the cheap checks (shape, dtype, finite values) every call."""
+    theta = jnp.asarray(p)
+    seen = _CHECKED.get(id(problem))
+    sig = (theta.shape, str(theta.dtype))
+    if seen is None or sig not in seen:
+        theta = problem.check_params(theta, name)
+        if seen is None:
+            seen = _CHECKED[id(problem)] = set()
+            weakref.finalize(problem, _CHECKED.pop, id(problem), None)
+        seen.add(sig)
+        return theta
+    if not jnp.issubdtype(theta.dtype, jnp.floating):  # unreachable after the first check; kept cheap
+        raise ValueError(f"{name} must be floating point, got dtype {theta.dtype}.")
+    if is_concrete(theta) and not bool(jnp.all(jnp.isfinite(theta))):
+        raise ValueError(f"{name} contains non-finite values (nan or inf); start from a finite point.")
+    return theta
 
 
 def _check_operator(op) -> AbstractOperator:
@@ -481,11 +507,12 @@ def _lanczos(mv, v0, key, n_iter: int, check=None, min_iter: int = 1):
     return alpha, beta, Q[:n_iter], j, aux
 
 
-def _tridiagonal_eigvecs(diag, off, vals, key):
-    """Eigenvectors ``(m, k)`` of the symmetric tridiagonal ``(diag, off)`` for the
-    eigenvalues ``vals`` by three steps of inverse iteration (pivoted tridiagonal solves,
-    all ``k`` at once), then a QR so that vectors of equal or clustered eigenvalues come out
-    orthonormal."""
+def _tridiagonal_eigvecs(diag, off, vals, key=None):
+    """Eigenvectors ``(m, k)`` of the symmetric tridiagonal ``(diag, off)`` for the (sorted)
+    eigenvalues ``vals``: three steps of inverse iteration (pivoted tridiagonal solves, all
+    ``k`` at once), then Gram–Schmidt among eigenvalues closer than ``√eps·‖T‖`` so that
+    equal or clustered eigenvalues get orthonormal vectors. No LAPACK eigensolver or QR: on a
+    busy CPU their threaded BLAS ran a hundred times slower than this."""
     m, k = diag.shape[0], vals.shape[0]
     eps = jnp.finfo(diag.dtype).eps
     scale = jnp.max(jnp.abs(diag)) + 2 * jnp.max(jnp.abs(off)) + jnp.finfo(diag.dtype).tiny
@@ -497,8 +524,23 @@ def _tridiagonal_eigvecs(diag, off, vals, key):
     for _ in range(3):
         x = jax.lax.linalg.tridiagonal_solve(dl, d, du, x[..., None], perturb_singular=True)[..., 0]
         x = x / jnp.linalg.norm(x, axis=1, keepdims=True)
-    q, _ = jnp.linalg.qr(x.T)
-    return q
+    if k == 1:
+        return x.T
+    # clusters: runs of eigenvalues closer than the tolerance share a label
+    close = jnp.abs(jnp.diff(vals)) < jnp.sqrt(eps) * scale
+    label = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(~close).astype(jnp.int32)])
+    idx = jnp.arange(k)
+
+    def gram_schmidt(i, x):
+        mask = ((idx < i) & (label == label[i])).astype(x.dtype)[:, None]
+        v = x[i]
+        for _ in range(2):
+            v = v - (x * mask).T @ ((x * mask) @ v)
+        return x.at[i].set(v / jnp.linalg.norm(v))
+
+    any_cluster = jnp.any(close)
+    x = jax.lax.cond(any_cluster, lambda x: jax.lax.fori_loop(1, k, gram_schmidt, x), lambda x: x, x)
+    return x.T
 
 
 def _ritz(alpha, beta, j, k: int, which: str, key):
@@ -685,6 +727,8 @@ def map_probes(f, xs, batch: int | None = None):
     """``f`` over the leading axis of ``xs``, ``batch`` at a time (default: see above)."""
     n = jax.tree_util.tree_leaves(xs)[0].shape[0]
     batch = _default_batch(n) if batch is None else batch
+    if n == 1:  # no batching at all: vmap would turn the loops' conds into selects
+        return jax.tree_util.tree_map(lambda y: y[None], f(jax.tree_util.tree_map(lambda x: x[0], xs)))
     if batch >= n:
         return jax.vmap(f)(xs)
     return jax.lax.map(f, xs, batch_size=None if batch == 1 else batch)
@@ -860,8 +904,11 @@ def _slq_jit(op, key, n_probes: int, n_iter: int):
         v = jr.rademacher(k_v, (op.dim,), op.dtype)
         v = v / jnp.linalg.norm(v)
         alpha, beta, _, _, _ = _lanczos(mv, v, k_l, n_iter)
-        t = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
-        theta, s = jnp.linalg.eigh(t)
+        if n_iter == 1:
+            return alpha, jnp.ones_like(alpha)
+        off = beta[:-1]
+        theta = jsl.eigh_tridiagonal(alpha, off, eigvals_only=True)
+        s = _tridiagonal_eigvecs(alpha, off, theta)
         return theta, s[0] ** 2
 
     nodes, weights = map_probes(one, jr.split(key, n_probes))

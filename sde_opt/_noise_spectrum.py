@@ -159,12 +159,12 @@ class GramOperator(AbstractOperator):
         return out / jnp.maximum(jnp.linalg.norm(out, axis=1, keepdims=True), jnp.finfo(out.dtype).tiny)
 
 
-_DENSE_GRAM = 512  # up to this size the Gram (or D) matrix is formed and diagonalised densely
+_DENSE_GRAM = 128  # up to this size the Gram (or D) matrix is formed and diagonalised densely
 
 
 def gram_eigs(gc: Float[Array, "n m"], k: int, key, *, max_iter: int | None = None, tol: float | None = None, v0=None):
     """Top-``k`` eigenpairs of ``D = GcᵀGc/N`` from the smaller of ``D`` and the Gram matrix
-    ``K = GcGcᵀ/N``: dense ``eigh`` when that side is at most 512, else Lanczos (exact to
+    ``K = GcGcᵀ/N``: dense ``eigh`` when that side is at most 128, else Lanczos (exact to
     ``tol``). Returns ``(values, vectors, n_iter)``; ``v0`` warm-starts Lanczos in
     parameter space."""
     op = GramOperator(gc)
@@ -203,7 +203,7 @@ def noise_eigs(problem: Problem, p, k: int, *, group=None, chunk_size: int | Non
     matrix.
 
     By default from the centred per-example gradients ``Gc`` (Gram trick: the smaller of
-    ``D`` and the ``N × N`` Gram matrix, dense up to 512, else by Lanczos to ``√eps``);
+    ``D`` and the ``N × N`` Gram matrix, dense up to 128, else by Lanczos to ``√eps``);
     for large ``N`` or ``N · d`` (or ``streaming=True``) by Lanczos on ``D v`` streamed over
     the examples in chunks (memory ``chunk_size × d`` plus the Lanczos basis).
 
