@@ -11,6 +11,7 @@ from ._dynamics import (
     AbstractContinuous as AbstractContinuous,
     AbstractDiscrete as AbstractDiscrete,
     AbstractDynamics as AbstractDynamics,
+    AbstractOptax as AbstractOptax,
     GD as GD,
     GradientFlow as GradientFlow,
     ModifiedFlow as ModifiedFlow,

@@ -316,7 +316,39 @@ class ShuffledSGD(AbstractDiscrete):
         return theta, perm, (k + 1) % (n // b)
 
 
-class OptaxDynamics(AbstractDiscrete):
+def check_optimizer(optimizer) -> None:
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError("optimizer must be an optax GradientTransformation, e.g. optax.adam(1e-3).")
+
+
+class AbstractOptax(AbstractDiscrete):
+    """An optax ``GradientTransformation`` as a discrete dynamics: the path state is
+    ``(θ, optimizer state)``, ``position`` returns ``θ``, and each step feeds the optimizer
+    one gradient draw. Subclasses say how a gradient is drawn (:meth:`gradient`)."""
+
+    optimizer: eqx.AbstractVar[optax.GradientTransformation]
+
+    def init(self, theta0):
+        return theta0, self.optimizer.init(theta0)
+
+    def position(self, state):
+        return state[0]
+
+    @abc.abstractmethod
+    def gradient(self, theta, key):
+        """The gradient the optimizer sees at ``theta`` (random through ``key``)."""
+
+    def apply(self, state, g):
+        """One optimizer update of ``state`` with the gradient ``g``."""
+        theta, opt_state = state
+        updates, opt_state = self.optimizer.update(g, opt_state, theta)
+        return optax.apply_updates(theta, updates), opt_state
+
+    def step(self, state, t, dt, key):
+        return self.apply(state, self.gradient(state[0], key))
+
+
+class OptaxDynamics(AbstractOptax):
     """Any optax ``GradientTransformation`` as a discrete dynamics on the engine.
 
     The optimizer state lives inside the path state; ``position`` returns the parameters.
@@ -331,8 +363,7 @@ class OptaxDynamics(AbstractDiscrete):
     lr: Float[Array, ""]
 
     def __init__(self, problem: Problem, optimizer, batch_size=None, replacement=True, *, lr=1.0):
-        if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-            raise ValueError("optimizer must be an optax GradientTransformation, e.g. optax.adam(1e-3).")
+        check_optimizer(optimizer)
         self.problem = problem
         self.optimizer = optimizer
         self.batch_size = None if batch_size is None else _check_batch(problem, batch_size, required=True)
@@ -342,18 +373,8 @@ class OptaxDynamics(AbstractDiscrete):
     def natural_dt(self):
         return self.lr
 
-    def init(self, theta0):
-        return theta0, self.optimizer.init(theta0)
-
-    def position(self, state):
-        return state[0]
-
-    def step(self, state, t, dt, key):
-        theta, opt_state = state
+    def gradient(self, theta, key):
         if self.batch_size is None or self.problem.data is None:
-            g = self.problem.grad(theta)
-        else:
-            idx = _sample_batch(key, self.problem.n_examples, self.batch_size, self.replacement)
-            g = self.problem.batch_grad(theta, idx)
-        updates, opt_state = self.optimizer.update(g, opt_state, theta)
-        return optax.apply_updates(theta, updates), opt_state
+            return self.problem.grad(theta)
+        idx = _sample_batch(key, self.problem.n_examples, self.batch_size, self.replacement)
+        return self.problem.batch_grad(theta, idx)

@@ -46,7 +46,14 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import positive, positive_int
-from ._dynamics import AbstractContinuous, AbstractDiscrete, AbstractDynamics, OptaxDynamics, _check_batch
+from ._dynamics import (
+    AbstractContinuous,
+    AbstractDynamics,
+    AbstractOptax,
+    OptaxDynamics,
+    _check_batch,
+    check_optimizer,
+)
 from ._engine import Ensemble, simulate
 from ._noise import AbstractNoise, batch_noise_scale
 from ._problem import Problem
@@ -770,7 +777,7 @@ def global_rmsprop(lr, decay=0.9, eps=1e-8, *, initial_scale=0.0, eps_in_sqrt: b
 # ----------------------------------------------------------------------------- noisy discrete optimizers
 
 
-class NoisyOptax(AbstractDiscrete):
+class NoisyOptax(AbstractOptax):
     """Any optax optimizer fed Gaussian mini-batch gradients
     ``g = ∇L(θ) − (D(θ)/B)^{1/2} z``, ``z ~ N(0, I)`` (times ``(N − B)/(N − 1)`` without
     replacement): the optimizer with its noise made Gaussian, as :class:`sde_opt.NoisyGD`
@@ -789,8 +796,7 @@ class NoisyOptax(AbstractDiscrete):
     dt: Float[Array, ""]
 
     def __init__(self, problem: Problem, optimizer, batch_size, noise: AbstractNoise, *, dt, replacement=True):
-        if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-            raise ValueError("optimizer must be an optax GradientTransformation, e.g. optax.adam(1e-3).")
+        check_optimizer(optimizer)
         if not isinstance(noise, AbstractNoise):
             raise ValueError(f"noise must be a noise model such as so.HessianNoise(), got {type(noise).__name__}.")
         self.problem = problem
@@ -803,27 +809,21 @@ class NoisyOptax(AbstractDiscrete):
     def natural_dt(self):
         return self.dt
 
-    def init(self, theta0):
-        return theta0, self.optimizer.init(theta0)
-
-    def position(self, state):
-        return state[0]
-
     def n_normals(self, dim: int) -> int:
         return self.noise.n_normals(self.problem, dim)
 
-    def step(self, state, t, dt, key):
-        theta = state[0]
+    def gradient(self, theta, key):
         z = jr.normal(key, (self.n_normals(theta.shape[0]),), dtype=theta.dtype)
-        return self.step_normals(state, t, z)
+        return self.gradient_normals(theta, z)
+
+    def gradient_normals(self, theta, z):
+        """The Gaussian gradient driven by the standard normals ``z`` (``n_normals`` of them)."""
+        scale = jnp.sqrt(batch_noise_scale(self.problem, self.batch_size, self.replacement))
+        return self.problem.grad(theta) - scale * self.noise.apply_factor(self.problem, theta, z)
 
     def step_normals(self, state, t, z):
         """One step driven by the standard normals ``z`` (``n_normals`` of them)."""
-        theta, opt_state = state
-        scale = jnp.sqrt(batch_noise_scale(self.problem, self.batch_size, self.replacement))
-        g = self.problem.grad(theta) - scale * self.noise.apply_factor(self.problem, theta, z)
-        updates, opt_state = self.optimizer.update(g, opt_state, theta)
-        return optax.apply_updates(theta, updates), opt_state
+        return self.apply(state, self.gradient_normals(state[0], z))
 
 
 # ----------------------------------------------------------------------------- coupling

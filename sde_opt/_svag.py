@@ -34,7 +34,7 @@ import optax
 from jaxtyping import Array, Float
 
 from ._checks import is_concrete, positive
-from ._dynamics import SGDSDE, AbstractDiscrete, _check_batch, _sample_batch
+from ._dynamics import SGDSDE, AbstractDiscrete, AbstractOptax, _check_batch, _sample_batch, check_optimizer
 from ._engine import simulate
 from ._noise import MinibatchNoise
 from ._optimizers import AdamSDE, RMSpropSDE, adam_moments, global_rmsprop
@@ -107,7 +107,7 @@ class SVAG(AbstractDiscrete):
         return SGDSDE(self.problem, self.lr, self.batch_size, MinibatchNoise(), replacement=self.replacement)
 
 
-class SVAGOptax(AbstractDiscrete):
+class SVAGOptax(AbstractOptax):
     """Any optax optimizer fed SVAG gradients ``g_ℓ`` (the optimizer carries its own,
     already scaled, hyperparameters); ``dt`` is the SDE time of one step. Build the adaptive
     SVAG of Malladi et al. (2022) with :func:`svag_rmsprop` and :func:`svag_adam`."""
@@ -121,8 +121,7 @@ class SVAGOptax(AbstractDiscrete):
 
     def __init__(self, problem: Problem, optimizer, batch_size, ell, *, dt, replacement: bool = True):
         problem._need_data("SVAGOptax")
-        if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-            raise ValueError("optimizer must be an optax GradientTransformation, e.g. optax.adam(1e-3).")
+        check_optimizer(optimizer)
         self.problem = problem
         self.optimizer = optimizer
         self.batch_size = _check_batch(problem, batch_size, required=True)
@@ -133,17 +132,8 @@ class SVAGOptax(AbstractDiscrete):
     def natural_dt(self):
         return self.dt
 
-    def init(self, theta0):
-        return theta0, self.optimizer.init(theta0)
-
-    def position(self, state):
-        return state[0]
-
-    def step(self, state, t, dt, key):
-        theta, opt_state = state
-        g = svag_gradient(self.problem, theta, key, self.batch_size, self.ell, self.replacement)
-        updates, opt_state = self.optimizer.update(g, opt_state, theta)
-        return optax.apply_updates(theta, updates), opt_state
+    def gradient(self, theta, key):
+        return svag_gradient(self.problem, theta, key, self.batch_size, self.ell, self.replacement)
 
 
 def svag_rmsprop(problem: Problem, lr, batch_size, ell, decay=0.999, eps=1e-8, *, initial_scale=0.0,
