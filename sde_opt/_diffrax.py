@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import diffrax as dfx
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -59,6 +60,16 @@ def solve_diffrax(
     r = dyn.n_normals(state_size)
     tol = (dt0 / 2 if dt0 is not None else 1e-3) if brownian_tol is None else brownian_tol
 
+    ys = _solve_paths(dyn, y0, path_keys(key, 0, n_paths), ts, t1, dt0, solver, stepsize_controller, tol,
+                      max_steps, r, is_ode)
+    diverged = ~jnp.all(jnp.isfinite(ys[:, -1]), axis=-1)
+    return Ensemble(ts=ts, ys=ys, diverged=diverged)
+
+
+@eqx.filter_jit
+def _solve_paths(dyn, y0, keys, ts, t1, dt0, solver, stepsize_controller, tol, max_steps: int, r: int, is_ode: bool):
+    """All paths in one compiled call, cached across calls (arrays traced, the rest static)."""
+
     def one(y, k):
         bm = None if is_ode else dfx.VirtualBrownianTree(0.0, t1, tol=tol, shape=(r,), key=k)
         sol = dfx.diffeqsolve(
@@ -67,8 +78,4 @@ def solve_diffrax(
         )
         return jax.vmap(dyn.position)(sol.ys)
 
-    ys = jax.jit(jax.vmap(one))(y0, path_keys(key, 0, n_paths))
-    diverged = ~jnp.all(jnp.isfinite(ys[:, -1]), axis=-1)
-    return Ensemble(ts=ts, ys=ys, diverged=diverged)
-
-
+    return jax.vmap(one)(y0, keys)

@@ -9,6 +9,7 @@ import pytest
 import scipy.linalg
 import scipy.stats
 from conftest import cov_and_se, mean_and_se
+from curvature_helpers import count_compiles
 
 import sde_opt as so
 
@@ -81,6 +82,19 @@ def test_adaptive_gradient_flow_matches_closed_form():
     out = dfx.diffeqsolve(flow.terms(), dfx.Dopri5(), 0.0, 2.0, None, y0, saveat=dfx.SaveAt(ts=ts),
                           stepsize_controller=dfx.PIDController(rtol=1e-10, atol=1e-12))
     np.testing.assert_allclose(out.ys, exact, atol=1e-8)
+
+
+def test_second_solve_compiles_nothing():
+    """The solve is one cached kernel: a second call with new values (start, key, lr) but the
+    same shapes and settings reuses it."""
+    quad = so.landscapes.quadratic(_H)
+    kw = dict(n_paths=3, t1=0.5, dt0=0.05, ts=jnp.linspace(0.0, 0.5, 3))
+    so.solve_diffrax(so.SGDSDE(quad, 0.1, 1, so.ConstantNoise(_D)), jnp.ones(2), key=jr.key(0), **kw)
+    dyn, y0, key = so.SGDSDE(quad, 0.2, 1, so.ConstantNoise(_D)), jnp.array([-1.0, 0.5]), jr.key(1)
+    with count_compiles() as c:
+        ens = so.solve_diffrax(dyn, y0, key=key, **kw)
+        ens.ys.block_until_ready()
+    assert c.n == 0, c.names
 
 
 def test_sde_terms_work_with_diffrax_directly():
