@@ -34,7 +34,7 @@ from ._curvature import (
     _mean_stderr,
     curvature_operator,
     resolve_max_iter,
-    map_probes,
+    map_products,
 )
 from ._io import register_result
 from ._noise import batch_noise_scale
@@ -132,7 +132,7 @@ def _measure(op: CurvatureOperator, key, k: int, n_probes: int | None, chunk_siz
         ratio = trace_hd / (trace_h * trace_d)
     else:
         z = jr.rademacher(k_z, (n_probes, op.dim), op.dtype)
-        hz = map_probes(mv, z)
+        hz = map_products(mv, z)
         a = jnp.sum(z * hz, axis=1)
         b = jnp.sum(hz * jax.vmap(dmv)(z), axis=1)
         trace_h, trace_h_se = _mean_stderr(a)
@@ -222,7 +222,7 @@ def _trace_hd_jit(op, key, n_probes, chunk_size):
         samples = jnp.sum(gc * jax.lax.map(op.linear(), gc, batch_size=min(n, 64)), axis=1)
         return TraceEstimate(value=jnp.mean(samples), stderr=jnp.zeros((), op.dtype), samples=samples, n_matvecs=n)
     z = jr.rademacher(key, (n_probes, op.dim), op.dtype)
-    samples = jnp.sum(map_probes(op.linear(), z) * ((z @ gc.T) @ gc / n), axis=1)
+    samples = jnp.sum(map_products(op.linear(), z) * ((z @ gc.T) @ gc / n), axis=1)
     value, stderr = _mean_stderr(samples)
     return TraceEstimate(value=value, stderr=stderr, samples=samples, n_matvecs=n_probes)
 
