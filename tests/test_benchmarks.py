@@ -9,6 +9,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -35,3 +37,15 @@ def test_bench_exit_fast_runs_and_prints_the_ratio():
     out = _run("bench_exit.py", "--fast", "--repeats", "1")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "all exited: True" in out.stdout and "ratio (to horizon / early stop)" in out.stdout
+
+
+def test_bench_curvature_fast_runs_and_reports_agreement():
+    """Runs only where the ``bench`` extra (torch, PyHessian) is installed."""
+    pytest.importorskip("torch")
+    pytest.importorskip("pyhessian")
+    out = _run("bench_curvature.py", "--fast")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| MLP | task | PyHessian | HVPs | sde_opt | HVPs | speed-up |" in out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| 8 hidden")]
+    assert len(rows) == 4  # top eigenvalue twice, trace, density
+    assert "| d=610 |" in out.stdout  # the agreement table
