@@ -101,8 +101,8 @@ def to_torch(prob):
         for lin, w, b in ((model[0], w1, b1), (model[2], w2, b2)):
             lin.weight.copy_(torch.from_numpy(w.T.copy()))
             lin.bias.copy_(torch.from_numpy(b.copy()))
-    x = torch.from_numpy(np.asarray(prob.data["x"], dtype=np.float32))
-    y = torch.from_numpy(np.asarray(prob.data["y"], dtype=np.int64))
+    x = torch.from_numpy(np.array(prob.data["x"], dtype=np.float32))  # a copy: never share JAX's buffers
+    y = torch.from_numpy(np.array(prob.data["y"], dtype=np.int64))
     return model, torch.nn.CrossEntropyLoss(), x, y
 
 
