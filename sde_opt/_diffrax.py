@@ -31,7 +31,7 @@ def solve_diffrax(
     ``fold_in(key, i)``. An ODE (``GradientFlow``) needs no Brownian motion and may use an
     adaptive controller (default ``Tsit5`` + ``PIDController(1e-6, 1e-8)``).
 
-    For Monte Carlo prefer :func:`sde_opt.simulate`, which is 15–50× faster; this is the
+    For Monte Carlo prefer :func:`sde_opt.simulate`, 20–100× faster in `benchmarks/`; this is the
     reference for high-order and adaptive solves.
     """
     if not isinstance(dyn, AbstractContinuous):
