@@ -384,7 +384,36 @@ def _rms_denominator(v, eps, eps_in_sqrt: bool):
     return jnp.sqrt(v + eps) if eps_in_sqrt else jnp.sqrt(v) + eps
 
 
-class RMSpropFlow(AbstractOptimizerModel):
+class _AbstractRMSprop(AbstractOptimizerModel):
+    """What the RMSprop flow and SDE share: the optax optimizer they model and the state
+    ``(θ, v)``, with ``v`` per coordinate or one number (``per_coordinate=False``)."""
+
+    lr: eqx.AbstractVar[Float[Array, ""]]
+    decay: eqx.AbstractVar[Float[Array, ""]]
+    eps: eqx.AbstractVar[Float[Array, ""]]
+    initial_scale: eqx.AbstractVar[Float[Array, ""]]
+    eps_in_sqrt: eqx.AbstractVar[bool]
+    per_coordinate: eqx.AbstractVar[bool]
+
+    def optimizer(self):
+        maker = optax.rmsprop if self.per_coordinate else global_rmsprop
+        return maker(self.lr, self.decay, self.eps, initial_scale=self.initial_scale, eps_in_sqrt=self.eps_in_sqrt)
+
+    def _dim(self, n):
+        return n // 2 if self.per_coordinate else n - 1
+
+    def init(self, theta0):
+        v0 = jnp.full((theta0.shape[0] if self.per_coordinate else 1,), self.initial_scale, theta0.dtype)
+        return jnp.concatenate([theta0, v0])
+
+    def _split(self, y):
+        """``(θ, v)`` from the flat state, and ``√(v + eps)`` (or ``√v + eps``)."""
+        d = self._dim(y.shape[0])
+        theta, v = y[:d], y[d:]
+        return theta, v, _rms_denominator(v, self.eps, self.eps_in_sqrt)
+
+
+class RMSpropFlow(_AbstractRMSprop):
     """The RMSprop flow: step-size control of gradient flow. With time ``t = k·lr`` and
     ``c = (1 − β)/lr`` held fixed, ``optax.rmsprop(lr, decay=β, eps, initial_scale=v₀)``
     is an Euler scheme for
@@ -426,23 +455,11 @@ class RMSpropFlow(AbstractOptimizerModel):
     def natural_dt(self):
         return self.lr
 
-    def optimizer(self):
-        maker = optax.rmsprop if self.per_coordinate else global_rmsprop
-        return maker(self.lr, self.decay, self.eps, initial_scale=self.initial_scale, eps_in_sqrt=self.eps_in_sqrt)
-
-    def _dim(self, n):
-        return n // 2 if self.per_coordinate else n - 1
-
-    def init(self, theta0):
-        v0 = jnp.full((theta0.shape[0] if self.per_coordinate else 1,), self.initial_scale, theta0.dtype)
-        return jnp.concatenate([theta0, v0])
-
     def drift(self, t, y):
-        d = self._dim(y.shape[0])
-        theta, v = y[:d], y[d:]
+        theta, v, den = self._split(y)
         g = self.problem.grad(theta)
         target = g * g if self.per_coordinate else jnp.sum(g * g, keepdims=True)
-        return jnp.concatenate([-g / _rms_denominator(v, self.eps, self.eps_in_sqrt), self.rate * (target - v)])
+        return jnp.concatenate([-g / den, self.rate * (target - v)])
 
     def diffusion_apply(self, t, y, z):
         return _zeros_diffusion(y)
@@ -451,7 +468,7 @@ class RMSpropFlow(AbstractOptimizerModel):
         return 0
 
 
-class RMSpropSDE(AbstractOptimizerModel):
+class RMSpropSDE(_AbstractRMSprop):
     """The RMSprop SDE of Malladi, Lyu, Panigrahi & Arora (2022), Definition 4.1, in the
     optimizer's own units. With mini-batch gradient covariance ``Σ_B = D/B``, time
     ``t = k·lr²`` and ``c = (1 − β)/lr²``,
@@ -501,31 +518,16 @@ class RMSpropSDE(AbstractOptimizerModel):
     def natural_dt(self):
         return self.lr**2
 
-    def optimizer(self):
-        maker = optax.rmsprop if self.per_coordinate else global_rmsprop
-        return maker(self.lr, self.decay, self.eps, initial_scale=self.initial_scale, eps_in_sqrt=self.eps_in_sqrt)
-
-    def _dim(self, n):
-        return n // 2 if self.per_coordinate else n - 1
-
-    def init(self, theta0):
-        v0 = jnp.full((theta0.shape[0] if self.per_coordinate else 1,), self.initial_scale, theta0.dtype)
-        return jnp.concatenate([theta0, v0])
-
     def drift(self, t, y):
-        d = self._dim(y.shape[0])
-        theta, v = y[:d], y[d:]
+        theta, v, den = self._split(y)
         g = self.problem.grad(theta)
         diag = self._noise_diag(theta)
         target = diag if self.per_coordinate else jnp.sum(diag, keepdims=True)
-        den = self.lr * _rms_denominator(v, self.eps, self.eps_in_sqrt)
-        return jnp.concatenate([-g / den, self.rate * (target - v)])
+        return jnp.concatenate([-g / (self.lr * den), self.rate * (target - v)])
 
     def diffusion_apply(self, t, y, z):
-        d = self._dim(y.shape[0])
-        theta, v = y[:d], y[d:]
-        kick = self._noise_apply(theta, z) / _rms_denominator(v, self.eps, self.eps_in_sqrt)
-        return jnp.concatenate([kick, jnp.zeros_like(v)])
+        theta, v, den = self._split(y)
+        return jnp.concatenate([self._noise_apply(theta, z) / den, jnp.zeros_like(v)])
 
     def n_normals(self, dim):
         return self._noise_normals(self._dim(dim))
