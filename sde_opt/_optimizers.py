@@ -101,17 +101,27 @@ def _check_noise(problem: Problem, noise, batch_size, *, required: bool, who: st
 class AbstractOptimizerModel(AbstractContinuous):
     """A continuous model of a discrete optimizer, on a flat state ``(θ, buffers...)``.
 
-    Concrete models define ``optimizer()`` (the optax optimizer they model) and the layout
-    of the state; ``discrete()`` builds the matching discrete dynamics.
+    Concrete models define ``optimizer()`` (the optax optimizer they model) and
+    ``n_buffers``, the number of buffers after ``θ``: the state is ``θ`` followed by
+    ``n_buffers`` blocks of size ``d`` (the last may be shorter, as a global-norm ``v`` is);
+    ``discrete()`` builds the matching discrete dynamics.
     """
+
+    n_buffers: eqx.AbstractClassVar[int]
 
     @abc.abstractmethod
     def optimizer(self) -> optax.GradientTransformation:
         """The discrete optimizer this model describes, as an optax transformation."""
 
-    @abc.abstractmethod
     def _dim(self, n: int) -> int:
         """Parameter dimension ``d`` from the state size ``n``."""
+        return n // (1 + self.n_buffers)
+
+    def _blocks(self, y):
+        """``(θ, buffer₁, …)`` from the flat state."""
+        d = self._dim(y.shape[0])
+        cuts = [d * (i + 1) for i in range(self.n_buffers)]
+        return tuple(y[a:b] for a, b in zip([0, *cuts], [*cuts, y.shape[0]]))
 
     def position(self, state):
         return state[: self._dim(state.shape[0])]
@@ -191,6 +201,8 @@ class HeavyBall(AbstractOptimizerModel):
     noise: AbstractNoise | None
     replacement: bool = eqx.field(static=True)
 
+    n_buffers: ClassVar[int] = 1
+
     def __init__(self, problem: Problem, lr, momentum=0.9, batch_size=None, noise=None, *, replacement=True):
         self.problem = problem
         self.lr = positive("lr", lr)
@@ -214,15 +226,11 @@ class HeavyBall(AbstractOptimizerModel):
     def optimizer(self):
         return optax.sgd(self.lr, momentum=self.momentum)
 
-    def _dim(self, n):
-        return n // 2
-
     def init(self, theta0):
         return jnp.concatenate([theta0, jnp.zeros_like(theta0)])
 
     def drift(self, t, y):
-        d = self._dim(y.shape[0])
-        theta, v = y[:d], y[d:]
+        theta, v = self._blocks(y)
         return jnp.concatenate([v, -self.friction * v - self.problem.grad(theta)])
 
     def diffusion_apply(self, t, y, z):
@@ -252,6 +260,8 @@ class NesterovFlow(AbstractOptimizerModel):
     lr: Float[Array, ""]
     r: Float[Array, ""]
 
+    n_buffers: ClassVar[int] = 1
+
     def __init__(self, problem: Problem, lr, r=3.0):
         self.problem = problem
         self.lr = positive("lr", lr)
@@ -263,15 +273,11 @@ class NesterovFlow(AbstractOptimizerModel):
     def optimizer(self):
         return nesterov_sbc(self.lr, self.r)
 
-    def _dim(self, n):
-        return n // 2
-
     def init(self, theta0):
         return jnp.concatenate([theta0, jnp.zeros_like(theta0)])
 
     def drift(self, t, y):
-        d = self._dim(y.shape[0])
-        theta, v = y[:d], y[d:]
+        theta, v = self._blocks(y)
         g = self.problem.grad(theta)
         t = jnp.asarray(t, y.dtype)
         safe_t = jnp.where(t > 0, t, 1.0)
@@ -341,6 +347,8 @@ class AdaGradFlow(AbstractOptimizerModel):
     initial_accumulator_value: Float[Array, ""]
     eps: Float[Array, ""]
 
+    n_buffers: ClassVar[int] = 1
+
     def __init__(self, problem: Problem, lr, initial_accumulator_value=0.1, eps=1e-7):
         self.problem = problem
         self.lr = positive("lr", lr)
@@ -360,16 +368,12 @@ class AdaGradFlow(AbstractOptimizerModel):
     def optimizer(self):
         return optax.adagrad(self.lr, self.initial_accumulator_value, self.eps)
 
-    def _dim(self, n):
-        return n // 2
-
     def init(self, theta0):
         s0 = self.lr**2 * self.initial_accumulator_value
         return jnp.concatenate([theta0, jnp.full_like(theta0, s0)])
 
     def drift(self, t, y):
-        d = self._dim(y.shape[0])
-        theta, s = y[:d], y[d:]
+        theta, s = self._blocks(y)
         g = self.problem.grad(theta)
         return jnp.concatenate([-g / jnp.sqrt(s + self.lr**2 * self.eps), g * g])
 
@@ -394,6 +398,7 @@ class _AbstractRMSprop(AbstractOptimizerModel):
     initial_scale: eqx.AbstractVar[Float[Array, ""]]
     eps_in_sqrt: eqx.AbstractVar[bool]
     per_coordinate: eqx.AbstractVar[bool]
+    n_buffers: ClassVar[int] = 1
 
     def optimizer(self):
         maker = optax.rmsprop if self.per_coordinate else global_rmsprop
@@ -408,8 +413,7 @@ class _AbstractRMSprop(AbstractOptimizerModel):
 
     def _split(self, y):
         """``(θ, v)`` from the flat state, and ``√(v + eps)`` (or ``√v + eps``)."""
-        d = self._dim(y.shape[0])
-        theta, v = y[:d], y[d:]
+        theta, v = self._blocks(y)
         return theta, v, _rms_denominator(v, self.eps, self.eps_in_sqrt)
 
 
@@ -623,6 +627,8 @@ class AdamFlow(AbstractOptimizerModel):
     initial_scale: Float[Array, ""]
     bias_correction: bool = eqx.field(static=True)
 
+    n_buffers: ClassVar[int] = 2
+
     def __init__(self, problem: Problem, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, *, initial_scale=0.0,
                  bias_correction=True):
         self.problem = problem
@@ -641,15 +647,11 @@ class AdamFlow(AbstractOptimizerModel):
         return adam_moments(self.lr, self.b1, self.b2, self.eps, self.eps_root, initial_scale=self.initial_scale,
                             bias_correction=self.bias_correction)
 
-    def _dim(self, n):
-        return n // 3
-
     def init(self, theta0):
         return jnp.concatenate([theta0, jnp.zeros_like(theta0), jnp.full_like(theta0, self.initial_scale)])
 
     def drift(self, t, y):
-        d = self._dim(y.shape[0])
-        theta, m, v = y[:d], y[d : 2 * d], y[2 * d :]
+        theta, m, v = self._blocks(y)
         g = self.problem.grad(theta)
         c1, c2 = (1.0 - self.b1) / self.lr, (1.0 - self.b2) / self.lr
         m_hat, v_hat = _corrected(self.bias_correction, t, m, v, c1, c2, g, g * g)
@@ -694,6 +696,8 @@ class AdamSDE(AbstractOptimizerModel):
     bias_correction: bool = eqx.field(static=True)
     replacement: bool = eqx.field(static=True)
 
+    n_buffers: ClassVar[int] = 2
+
     def __init__(self, problem: Problem, lr, batch_size, noise: AbstractNoise, b1=0.9, b2=0.999, eps=1e-8, *,
                  initial_scale=0.0, bias_correction=True, replacement=True):
         self.problem = problem
@@ -713,9 +717,6 @@ class AdamSDE(AbstractOptimizerModel):
         return adam_moments(self.lr, self.b1, self.b2, self.eps, initial_scale=self.initial_scale,
                             bias_correction=self.bias_correction)
 
-    def _dim(self, n):
-        return n // 3
-
     def init(self, theta0):
         return jnp.concatenate([theta0, jnp.zeros_like(theta0), jnp.full_like(theta0, self.initial_scale)])
 
@@ -723,8 +724,7 @@ class AdamSDE(AbstractOptimizerModel):
         return (1.0 - self.b1) / self.lr**2, (1.0 - self.b2) / self.lr**2
 
     def drift(self, t, y):
-        d = self._dim(y.shape[0])
-        theta, m, v = y[:d], y[d : 2 * d], y[2 * d :]
+        theta, m, v = self._blocks(y)
         g = self.problem.grad(theta)
         diag = self._noise_diag(theta)
         c1, c2 = self._rates()
