@@ -13,8 +13,13 @@ Compared, each as PyHessian does it by default and as sde_opt does it by default
   agree with the float64 value to better than 1e-4 (PyHessian's default can stop a few
   percent low);
 * **trace**: Hutchinson with the *same number of Rademacher probes* in both (PyHessian's
-  ``trace(maxIter=n, tol=-1)`` so that it does not stop early), and PyHessian's default
-  ``trace()`` (stops when the running mean changes by < 0.1%) for reference;
+  ``trace(maxIter=n, tol=-1)`` so that it does not stop early); and at *equal standard
+  error*: sde_opt's Hutch++ with ``n`` products against PyHessian's Hutchinson (its only
+  estimator) with as many probes ``m`` as it needs for the same standard error,
+  ``m = ⌈(σ₁ / SE₊₊)²⌉``, where σ₁ is the spread of PyHessian's own per-probe samples (a
+  500-probe pilot) and SE₊₊ the median standard error of 5 pilot Hutch++ calls; both
+  standard errors are reported. PyHessian's default ``trace()`` (stops when the running
+  mean changes by < 0.1%) for reference;
 * **density**: stochastic Lanczos quadrature, one probe and 100 steps in both
   (``density(iter=100, n_v=1)`` against ``so.hessian_density(n_probes=1, n_iter=100)``).
   PyHessian's ``density`` calls ``torch.eig``, which torch 2 removed; the benchmark
@@ -181,9 +186,9 @@ def sde_opt_runs(prob):
 
         return run
 
-    def trace(key, n):
+    def trace(key, n, estimator=None):
         def run():
-            tr = so.hessian_trace(prob, theta, key=key, n_probes=n)
+            tr = so.hessian_trace(prob, theta, key=key, n_probes=n, estimator=estimator)
             return (float(tr.value), float(tr.stderr)), n
 
         return run
@@ -257,15 +262,22 @@ def bench_size(hidden: int, n_examples: int, args) -> dict:
         HVPS["n"] = 0
         return hessian(model, crit, data=(x, y), cuda=False).eigenvalues(top_n=1, **kw)[0][0], HVPS["n"]
 
+    plus = so.HutchPlusPlus()
     compile_s = {}
     for name, fn in (("top", so_top(next(keys))), ("trace", so_trace(next(keys), args.probes)),
-                     ("density", so_density(next(keys)))):
+                     ("Hutch++", so_trace(next(keys), args.probes, plus)), ("density", so_density(next(keys)))):
         compile_s[name] = timed(fn)[0]
+    # equal accuracy for the trace: PyHessian's probes for Hutch++'s standard error
+    sigma1 = float(np.std(ph_trace_fixed(5 * args.probes)()[0], ddof=1))
+    se_plus = med([so_trace(next(keys), args.probes, plus)()[0][1] for _ in range(5)])
+    m_equal = max(2, int(np.ceil((sigma1 / se_plus) ** 2)))
     tasks = {
         "top eigenvalue, defaults": (ph_top, lambda: so_top(next(keys))),
         "top eigenvalue, PyHessian at tol=1e-6": (ph_top_tight, lambda: so_top(next(keys))),
         f"trace, Hutchinson, {args.probes} probes each": (ph_trace_fixed(args.probes),
                                                           lambda: so_trace(next(keys), args.probes)),
+        "trace at equal standard error (PyHessian Hutchinson, sde_opt Hutch++)": (
+            ph_trace_fixed(m_equal), lambda: so_trace(next(keys), args.probes, plus)),
         "density, SLQ 1 probe × 100 steps": (ph_density, lambda: so_density(next(keys))),
     }
     for ph_fn, _ in tasks.values():  # warm torch up too (its first backward passes allocate)
@@ -276,10 +288,9 @@ def bench_size(hidden: int, n_examples: int, args) -> dict:
             runs[name]["ph"].append(timed(ph_fn))
             runs[name]["so"].append(timed(so_fn()))
     default_trace = [timed(ph_trace_default) for _ in range(args.repeats)]
-    plus = so.hessian_trace(prob, prob.theta0, key=next(keys), n_probes=args.probes, estimator=so.HutchPlusPlus())
     lam_ref, tr_ref = reference(prob)
     return dict(hidden=hidden, n_examples=n_examples, d=int(prob.theta0.shape[0]), runs=runs, compile_s=compile_s,
-                default_trace=default_trace, lam_ref=lam_ref, tr_ref=tr_ref, plus=plus,
+                default_trace=default_trace, lam_ref=lam_ref, tr_ref=tr_ref, sigma1=sigma1, m_equal=m_equal,
                 losses=(float(prob.loss(prob.theta0)), torch_loss))
 
 
@@ -318,12 +329,13 @@ def report(results: list, args, shim: bool) -> str:
     lines += [
         "",
         "**Agreement.** References in float64: λmax by Lanczos to 1e-12, the trace exactly from d HVPs. "
-        "Relative errors of λmax are medians over the rounds (worst in brackets); traces are the first round's, "
-        "± one standard error.",
+        "Relative errors of λmax are medians over the rounds (worst in brackets); traces are the first round's "
+        "± its standard error, then [the median standard error over the rounds]; PyHessian's standard error is "
+        "its samples' standard deviation over √probes.",
         "",
         "| MLP | λmax reference | PyHessian default | PyHessian tol=1e-6 | sde_opt default "
-        "| trace reference | PyHessian | sde_opt Hutchinson | sde_opt Hutch++ |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| trace reference | PyHessian, n probes | sde_opt Hutchinson, n | PyHessian, m probes | sde_opt Hutch++, n |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lam = r["lam_ref"]
@@ -333,14 +345,15 @@ def report(results: list, args, shim: bool) -> str:
             return f"{med(errs):.1e} ({max(errs):.1e})"
 
         runs = r["runs"]
-        tname = next(n for n in runs if n.startswith("trace"))
-        ph_s = runs[tname]["ph"][0][1]
-        so_v, so_se = runs[tname]["so"][0][1]
+        cells = []
+        for tname in (n for n in runs if n.startswith("trace")):
+            ph = [(np.mean(s), np.std(s, ddof=1) / np.sqrt(len(s))) for _, s, _ in runs[tname]["ph"]]
+            so_ = [v for _, v, _ in runs[tname]["so"]]
+            cells += [f"{v[0][0]:.4f} ± {v[0][1]:.4f} [{med([se for _, se in v]):.4f}]" for v in (ph, so_)]
         lines.append(
             f"| d={r['d']} | {lam:.6f} | {err(runs['top eigenvalue, defaults']['ph'])} "
             f"| {err(runs['top eigenvalue, PyHessian at tol=1e-6']['ph'])} | {err(runs['top eigenvalue, defaults']['so'])} "
-            f"| {r['tr_ref']:.4f} | {np.mean(ph_s):.4f} ± {np.std(ph_s, ddof=1) / np.sqrt(len(ph_s)):.4f} "
-            f"| {so_v:.4f} ± {so_se:.4f} | {float(r['plus'].value):.4f} ± {float(r['plus'].stderr):.4f} |"
+            f"| {r['tr_ref']:.4f} | " + " | ".join(cells) + " |"
         )
     lines.append("")
     for r in results:
@@ -348,8 +361,9 @@ def report(results: list, args, shim: bool) -> str:
         c = r["compile_s"]
         lines.append(
             f"d={r['d']}: losses {r['losses'][0]:.4f} (JAX) and {r['losses'][1]:.4f} (torch, copied weights); "
-            f"sde_opt compile {c['top']:.1f} s (eigenvalue), {c['trace']:.1f} s (trace), {c['density']:.1f} s "
-            f"(density); PyHessian's default `trace()` (stops when the running mean moves < 0.1%) took "
+            f"sde_opt compile {c['top']:.1f} s (eigenvalue), {c['trace']:.1f} s (trace), {c['Hutch++']:.1f} s "
+            f"(Hutch++), {c['density']:.1f} s (density); PyHessian's per-probe spread σ₁ = {r['sigma1']:.3f}, so "
+            f"m = {r['m_equal']} probes for Hutch++'s standard error; PyHessian's default `trace()` (stops when the running mean moves < 0.1%) took "
             f"{med(td) * 1e3:.0f} ms for {med([h for _, _, h in r['default_trace']]):.0f} probes."
         )
     if shim:

@@ -816,10 +816,12 @@ class HutchPlusPlus(AbstractTraceEstimator):
         mv = op.linear()
         s = jr.rademacher(k_s, (n_s, op.dim), op.dtype)
         q, _ = jnp.linalg.qr(map_products(mv, s, self.probe_batch).T)  # (m, n_s)
-        exact = jnp.sum(q.T * map_products(mv, q.T, self.probe_batch))
         g = jr.rademacher(k_g, (n_g, op.dim), op.dtype)
         g = g - (g @ q) @ q.T
-        samples = jnp.sum(g * map_products(mv, g, self.probe_batch), axis=1)
+        # Q's products and the remainder's, given Q, are independent: one batched call
+        qg = jnp.concatenate([q.T, g])
+        quad = jnp.sum(qg * map_products(mv, qg, self.probe_batch), axis=1)
+        exact, samples = jnp.sum(quad[:n_s]), quad[n_s:]
         rest, stderr = _mean_stderr(samples)
         return TraceEstimate(value=exact + rest, stderr=stderr, samples=exact + samples, n_matvecs=n_probes)
 

@@ -47,5 +47,6 @@ def test_bench_curvature_fast_runs_and_reports_agreement():
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| MLP | task | PyHessian | HVPs | sde_opt | HVPs | speed-up |" in out.stdout
     rows = [line for line in out.stdout.splitlines() if line.startswith("| 8 hidden")]
-    assert len(rows) == 4  # top eigenvalue twice, trace, density
+    assert len(rows) == 5  # top eigenvalue twice, trace twice (equal probes, equal standard error), density
     assert "| d=610 |" in out.stdout  # the agreement table
+    assert "probes for Hutch++'s standard error" in out.stdout
