@@ -855,6 +855,10 @@ def hessian_trace(problem: Problem, p, *, key: PRNGKeyArray, n_probes: int, grou
     """``Tr ∇²L(p)`` (or of another curvature / a parameter group) from ``n_probes``
     Hessian-vector products; ``.value`` and ``.stderr``.
 
+    ``estimator``: :class:`Hutchinson` (default) or :class:`HutchPlusPlus`, the better choice
+    for network Hessians, whose top eigenvalues stand out: on the digits MLPs of
+    ``benchmarks/bench_curvature.py`` its variance at equal products is 2.7–6.6× smaller.
+
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 5.0, 2.0])))
