@@ -356,8 +356,8 @@ _CHECKED: dict[int, set] = {}
 
 
 def check_point(problem: Problem, p, name: str = "p") -> Float[Array, " d"]:
-    """``problem.check_params(p)``, with its trace of the loss (the scalar-output check) done
-    once per problem and shape; the cheap checks (shape, dtype, finite values) every call."""
+    """``problem.check_params(p)``, with its checks of shape, dtype and the loss (a trace,
+    milliseconds) done once per problem and (shape, dtype); finite values every call."""
     theta = jnp.asarray(p)
     seen = _CHECKED.get(id(problem))
     sig = (theta.shape, str(theta.dtype))
@@ -368,8 +368,6 @@ def check_point(problem: Problem, p, name: str = "p") -> Float[Array, " d"]:
             weakref.finalize(problem, _CHECKED.pop, id(problem), None)
         seen.add(sig)
         return theta
-    if not jnp.issubdtype(theta.dtype, jnp.floating):  # unreachable after the first check; kept cheap
-        raise ValueError(f"{name} must be floating point, got dtype {theta.dtype}.")
     if is_concrete(theta) and not bool(jnp.all(jnp.isfinite(theta))):
         raise ValueError(f"{name} contains non-finite values (nan or inf); start from a finite point.")
     return theta
@@ -733,7 +731,7 @@ class TraceEstimate(eqx.Module):
 def _default_batch(n: int) -> int:
     """Probes handled at once by default: all (``vmap``) on accelerators; one at a time on
     CPU, where a whole Lanczos run per probe (spectral density) vmapped ran 2–6× slower per
-    probe. Plain products batch better, see :func:`_batched_mv`."""
+    probe. Plain products batch better, see :func:`map_products`."""
     return 1 if jax.default_backend() == "cpu" else n
 
 
