@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e ".[plot]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m sde_opt.demo --out demo_out
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q tests --nbmake notebooks
+	$(BIN)/python -m pytest -q tests --nbmake notebooks --doctest-modules sde_opt
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_engine.py

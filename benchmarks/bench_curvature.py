@@ -21,7 +21,7 @@ Compared, each as PyHessian does it by default and as sde_opt does it by default
   standard errors are reported. PyHessian's default ``trace()`` (stops when the running
   mean changes by < 0.1%) for reference;
 * **density**: stochastic Lanczos quadrature, one probe and 100 steps in both
-  (``density(iter=100, n_v=1)`` against ``so.hessian_density(n_probes=1, n_iter=100)``).
+  (``density(iter=100, n_v=1)`` against ``so.curvature.hessian_density(n_probes=1, n_iter=100)``).
   PyHessian's ``density`` calls ``torch.eig``, which torch 2 removed; the benchmark
   installs a stand-in built on ``torch.linalg.eigh`` (the matrix is symmetric) and says so.
 
@@ -90,7 +90,7 @@ def make_problem(hidden: int, n_examples: int, train_steps: int, seed: int = 0):
     data = {"x": base.data["x"].astype(jnp.float32), "y": base.data["y"]}
     prob = so.Problem(base.loss_fn, data, params=params)
     if train_steps:
-        hist = so.track(prob, optax.sgd(0.5), prob.theta0, key=jr.key(seed + 1), n_steps=train_steps,
+        hist = so.curvature.track(prob, optax.sgd(0.5), prob.theta0, key=jr.key(seed + 1), n_steps=train_steps,
                         every=train_steps, k=1, n_probes=2, noise=False)
         prob = so.Problem(base.loss_fn, data, params=prob.unravel(hist.final))
     return prob
@@ -181,7 +181,7 @@ def sde_opt_runs(prob):
 
     def top(key):
         def run():
-            res = so.eigs(so.curvature_operator(prob, theta), 1, key=key)  # what hessian_eigs runs
+            res = so.curvature.eigs(so.curvature.curvature_operator(prob, theta), 1, key=key)  # what hessian_eigs runs
             return float(res.values[0]), int(res.n_iter)
 
         return run
@@ -195,7 +195,7 @@ def sde_opt_runs(prob):
 
     def density(key):
         def run():
-            dens = so.hessian_density(prob, theta, key=key, n_probes=1, n_iter=100)
+            dens = so.curvature.hessian_density(prob, theta, key=key, n_probes=1, n_iter=100)
             return jax.block_until_ready(dens.nodes), 100
 
         return run
@@ -222,7 +222,7 @@ def reference(prob):
     p64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), prob.unravel(prob.theta0))
     prob64 = so.Problem(prob.loss_fn, prob.data, params=p64)
     lam = float(so.hessian_eigs(prob64, prob64.theta0, 1, key=jr.key(0), tol=1e-12)[0][0])
-    op = so.curvature_operator(prob64, prob64.theta0)
+    op = so.curvature.curvature_operator(prob64, prob64.theta0)
     d = prob64.theta0.shape[0]
 
     @jax.jit
@@ -262,7 +262,7 @@ def bench_size(hidden: int, n_examples: int, args) -> dict:
         HVPS["n"] = 0
         return hessian(model, crit, data=(x, y), cuda=False).eigenvalues(top_n=1, **kw)[0][0], HVPS["n"]
 
-    plus = so.HutchPlusPlus()
+    plus = so.curvature.HutchPlusPlus()
     compile_s = {}
     for name, fn in (("top", so_top(next(keys))), ("trace", so_trace(next(keys), args.probes)),
                      ("Hutch++", so_trace(next(keys), args.probes, plus)), ("density", so_density(next(keys)))):

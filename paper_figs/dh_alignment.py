@@ -4,7 +4,7 @@ MLP, for cross-entropy and for squared error: top Hessian eigenvalues, Tr(HD)/(T
 of B·Var(g_B) = vᵀDv on λ along H's top eigenvectors (Xie et al. 2021 predict 1 near a minimum
 of a well-specified likelihood).
 
-All measured inside one jitted training loop by ``so.track`` (warm-started Lanczos, Hutchinson
+All measured inside one jitted training loop by ``so.curvature.track`` (warm-started Lanczos, Hutchinson
 probes, the Gram trick for D).
 
     python paper_figs/dh_alignment.py [--fast] [--plot-only] [--out DIR]
@@ -34,7 +34,7 @@ def compute(config: dict, key) -> dict:
     for loss in LOSSES:
         prob = so.problems.mlp_digits(key=k_prob, hidden=(config["hidden"],), loss=loss,
                                       n_examples=config["n_examples"])
-        hist = so.track(prob, opt, prob.theta0, key=k_run, n_steps=config["n_steps"], every=config["every"],
+        hist = so.curvature.track(prob, opt, prob.theta0, key=k_run, n_steps=config["n_steps"], every=config["every"],
                         batch_size=config["batch_size"], k=config["k"], n_probes=config["n_probes"])
         for name, col in hist.columns().items():
             out[f"{loss}/{name}"] = col
@@ -51,7 +51,7 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.2), constrained_layout=True)
     for loss, color in zip(LOSSES, ("C0", "C3")):
         cols = {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith(f"{loss}/")}
-        so.plot_history(cols, axes, label={"ce": "cross-entropy", "mse": "squared error"}[loss], color=color)
+        so.plot.history(cols, axes, label={"ce": "cross-entropy", "mse": "squared error"}[loss], color=color)
     cfg = meta["config"]
     fig.suptitle(f"D against H over SGD training (digits MLP, {cfg['hidden']} hidden, N={cfg['n_examples']}, "
                  f"lr={cfg['lr']}, B={cfg['batch_size']})", fontsize=10)

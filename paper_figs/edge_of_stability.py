@@ -32,7 +32,7 @@ def compute(config: dict, key) -> dict:
     k_prob, k_run = jr.split(key)
     prob = so.problems.mlp_digits(key=k_prob, hidden=tuple(config["hidden"]), loss="mse",
                                   n_examples=config["n_examples"])
-    out = so.edge_of_stability(prob, prob.theta0, key=k_run, lrs=config["lrs"], n_steps=config["n_steps"],
+    out = so.experiments.edge_of_stability(prob, prob.theta0, key=k_run, lrs=config["lrs"], n_steps=config["n_steps"],
                                every=config["every"], sgd_lr=config["sgd_lr"], batch_sizes=config["batch_sizes"],
                                flow_max_steps=config["flow_max_steps"])
     for i, lr in enumerate(config["lrs"]):

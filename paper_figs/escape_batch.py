@@ -17,7 +17,7 @@ NAME = "escape_batch"
 
 def compute(cfg, key):
     ratios = np.asarray(cfg["b_over_lr"], float)
-    st = so.escape_vs_batch(ratios, sharpness=cfg["sharpness"], barrier=cfg["barrier"], lr=cfg["lr"],
+    st = so.experiments.escape_vs_batch(ratios, sharpness=cfg["sharpness"], barrier=cfg["barrier"], lr=cfg["lr"],
                             key=jr.fold_in(key, 0), n_paths=cfg["n_paths"], dt=cfg["dt"])
     print(st.table())
     return st.as_arrays()
@@ -29,8 +29,8 @@ def plot(data, meta, png):
     cfg = meta["config"]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     st = dict(data, noise="hessian")
-    so.plot_escape_study([st], ax, inverse=False)
-    s, se = so.fit_log_slope(st["x"], st["mean_time"], st["mean_low"], st["mean_high"])
+    so.plot.escape_study([st], ax, inverse=False)
+    s, se = so.experiments.fit_log_slope(st["x"], st["mean_time"], st["mean_low"], st["mean_high"])
     pred = 2 * cfg["barrier"] / cfg["sharpness"]
     ax.set_xlabel("B / lr")
     ax.set_title(f"slope of log τ in B/lr: {s:.3f} ± {se:.3f} (exponent 2ΔL/λ = {pred:.3f})", fontsize=9)

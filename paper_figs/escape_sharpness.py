@@ -10,20 +10,19 @@ Kramers and Xie et al. (2021). ``make demo`` runs the same computation.
 
 import sde_opt as so
 from _common import run_figure
-from sde_opt._escape_experiments import HEADLINE
 
 NAME = "escape_sharpness"
 
 
 def compute(cfg, key):
-    return so.escape_headline({k: v for k, v in cfg.items() if k in HEADLINE}, key=key)
+    return so.experiments.escape_headline({k: v for k, v in cfg.items() if k in so.experiments.HEADLINE}, key=key)
 
 
 def plot(data, meta, png):
-    so.plot_escape_headline(data, png, meta["config"])
+    so.plot.escape_headline(data, png, meta["config"])
 
 
 if __name__ == "__main__":
-    full = dict(HEADLINE)
+    full = dict(so.experiments.HEADLINE)
     run_figure(NAME, __doc__.splitlines()[0], compute, plot,
                full=full, fast=dict(full, n_lam=3, n_paths=200, dt=None))

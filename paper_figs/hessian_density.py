@@ -25,14 +25,14 @@ FAST = dict(hidden=8, n_examples=128, lr=0.5, batch_size=16, n_steps=300, n_prob
 def compute(config: dict, key) -> dict:
     k_prob, k_train, k_init, k_end, k_eig = jr.split(key, 5)
     prob = so.problems.mlp_digits(key=k_prob, hidden=(config["hidden"],), n_examples=config["n_examples"])
-    hist = so.track(prob, optax.sgd(config["lr"]), prob.theta0, key=k_train, n_steps=config["n_steps"],
+    hist = so.curvature.track(prob, optax.sgd(config["lr"]), prob.theta0, key=k_train, n_steps=config["n_steps"],
                     every=config["n_steps"], batch_size=config["batch_size"], k=1, n_probes=2)
     out = {"dim": np.asarray(prob.theta0.shape[0]), "loss": np.asarray(hist.loss)}
     for stage, theta, k in (("init", prob.theta0, k_init), ("trained", hist.final, k_end)):
         kh, kd = jr.split(k)
-        dens = so.hessian_density(prob, theta, key=kh, n_probes=config["n_probes"], n_iter=config["n_iter"])
+        dens = so.curvature.hessian_density(prob, theta, key=kh, n_probes=config["n_probes"], n_iter=config["n_iter"])
         top, _ = so.hessian_eigs(prob, theta, config["k"], key=k_eig)
-        noise = so.spectral_density(so.noise_operator(prob, theta), key=kd, n_probes=config["n_probes"],
+        noise = so.curvature.spectral_density(so.curvature.noise_operator(prob, theta), key=kd, n_probes=config["n_probes"],
                                     n_iter=config["n_iter"])
         out |= {f"{stage}/nodes": dens.nodes, f"{stage}/weights": dens.weights, f"{stage}/top": top,
                 f"{stage}/noise_nodes": noise.nodes, f"{stage}/noise_weights": noise.weights}
@@ -46,10 +46,10 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
     dim = int(data["dim"])
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4), constrained_layout=True)
     for ax, stage in zip(axes, ("init", "trained")):
-        dens = so.SpectralDensity(nodes=data[f"{stage}/nodes"], weights=data[f"{stage}/weights"], dim=dim)
-        noise = so.SpectralDensity(nodes=data[f"{stage}/noise_nodes"], weights=data[f"{stage}/noise_weights"], dim=dim)
-        so.plot_spectral_density(dens, ax, outliers=data[f"{stage}/top"], label="Hessian H", color="C0")
-        so.plot_spectral_density(noise, ax, label="noise D", color="C1", alpha=0.8)
+        dens = so.curvature.SpectralDensity(nodes=data[f"{stage}/nodes"], weights=data[f"{stage}/weights"], dim=dim)
+        noise = so.curvature.SpectralDensity(nodes=data[f"{stage}/noise_nodes"], weights=data[f"{stage}/noise_weights"], dim=dim)
+        so.plot.spectral_density(dens, ax, outliers=data[f"{stage}/top"], label="Hessian H", color="C0")
+        so.plot.spectral_density(noise, ax, label="noise D", color="C1", alpha=0.8)
         ax.set_title(f"{stage} (loss {data['loss'][0 if stage == 'init' else -1]:.3g}); dotted: top "
                      f"{len(data[f'{stage}/top'])} of H", fontsize=9)
         ax.legend(fontsize=8)

@@ -1,11 +1,11 @@
 """Figure: where the scaling rules hold as the batch grows.
 
-(a) Closed form (``so.linear_rule_quadratic``): SGD on a quadratic with Hessian eigenvalues
+(a) Closed form (``so.optimizers.linear_rule_quadratic``): SGD on a quadratic with Hessian eigenvalues
     1 and 10 and noise D = H, scaled by the linear rule (lr → κ·lr, B → κB) from
     B = 1 at three base learning rates. The SDE's stationary loss is the same for every κ;
     SGD's grows like 1/(2 − κ·lr·λ) and diverges at κ* = 2/(lr·λ_max) (dotted lines).
 (b) Real mini-batch SGD on least squares (N = 128, d = 2) under the linear rule from
-    lr = 0.05, B = 2 (``so.linear_rule_breakdown``): E L at a fixed time against the
+    lr = 0.05, B = 2 (``so.experiments.linear_rule_breakdown``): E L at a fixed time against the
     batch size, with the SDE prediction every κ shares; the rule fails as κ·lr nears
     2/λ_max.
 (c) Adam with real batches on the same problem, run to the same Adam-SDE time Σ lr²: the
@@ -42,14 +42,14 @@ def compute(config: dict, key) -> dict:
     kq = np.geomspace(1, 40, 60)
     hess = jnp.diag(jnp.array([1.0, 10.0]))
     for i, lr in enumerate(BASE_LRS):
-        res = so.linear_rule_quadratic(hess, lr, 1, kq)
+        res = so.optimizers.linear_rule_quadratic(hess, lr, 1, kq)
         out[f"quad_ratio_{i}"] = res["ratio"]
         out[f"quad_kappa_max_{i}"] = res["kappa_max"]
     out["quad_kappas"] = kq
 
     prob = _problem()
     y0 = jnp.zeros(2)
-    res = so.linear_rule_breakdown(prob, 0.05, 2, config["sgd_kappas"], y0, key=jr.fold_in(key, 0),
+    res = so.experiments.linear_rule_breakdown(prob, 0.05, 2, config["sgd_kappas"], y0, key=jr.fold_in(key, 0),
                                    n_paths=config["n_paths"], t1=config["t_sgd"])
     for k, v in res.items():
         out[f"sgd_{k}"] = np.asarray(v)
@@ -57,16 +57,16 @@ def compute(config: dict, key) -> dict:
     base = dict(lr=0.02, batch_size=2, b1=0.98, b2=0.99, dt=0.02**2)
 
     def make(hp):
-        return so.OptaxDynamics(prob, so.adam_moments(hp["lr"], hp["b1"], hp["b2"]), hp["batch_size"], lr=hp["dt"])
+        return so.OptaxDynamics(prob, so.optimizers.adam_moments(hp["lr"], hp["b1"], hp["b2"]), hp["batch_size"], lr=hp["dt"])
 
     def sqrt_rule(k, **hp):
-        return {**so.sqrt_scaling_rule(k, **hp), "dt": k * hp["dt"]}
+        return {**so.optimizers.sqrt_scaling_rule(k, **hp), "dt": k * hp["dt"]}
 
     def linear_step(k, **hp):
         return {**sqrt_rule(k, **hp), "lr": k * hp["lr"]}
 
     for tag, rule in (("sqrt", sqrt_rule), ("linear", linear_step)):
-        res = so.scaling_rule_sweep(make, rule, base, config["adam_kappas"], y0, key=jr.fold_in(key, 1),
+        res = so.experiments.scaling_rule_sweep(make, rule, base, config["adam_kappas"], y0, key=jr.fold_in(key, 1),
                                     n_paths=config["n_paths"], t1=config["t_adam"])
         for k, v in res.items():
             out[f"adam_{tag}_{k}"] = np.asarray(v)

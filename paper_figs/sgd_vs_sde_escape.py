@@ -20,7 +20,7 @@ NAME = "sgd_vs_sde_escape"
 def compute(cfg, key):
     out = {}
     for i, (df, b) in enumerate(cfg["settings"]):
-        res = so.sgd_vs_sde_escape(key=jr.fold_in(key, i), batch_size=b, df=df, lr=cfg["lr"],
+        res = so.experiments.sgd_vs_sde_escape(key=jr.fold_in(key, i), batch_size=b, df=df, lr=cfg["lr"],
                                    noise_std=cfg["noise_std"] * np.sqrt(b), n_paths=cfg["n_paths"],
                                    max_steps=cfg["max_steps"], dt_fine=cfg["dt_fine"])
         exact = res.pop("exact")
@@ -42,7 +42,7 @@ def plot(data, meta, png):
     fig, axes = plt.subplots(1, len(settings), figsize=(4.5 * len(settings), 4), sharey=True)
     for i, (ax, (df, b)) in enumerate(zip(np.atleast_1d(axes), settings)):
         t = f"s{i}"
-        so.plot_rates([str(n) for n in data[f"{t}_names"]], data[f"{t}_rate"], data[f"{t}_low"], data[f"{t}_high"], ax)
+        so.plot.rates([str(n) for n in data[f"{t}_names"]], data[f"{t}_rate"], data[f"{t}_low"], data[f"{t}_high"], ax)
         ax.axhline(float(data[f"{t}_exact_rate"]), color="k", ls="--", lw=1, label="exact SDE (1/mean time)")
         noise = "Gaussian" if df is None else f"Student-t({df:g})"
         ax.set_title(f"{noise} per-example gradients, B = {b}", fontsize=9)

@@ -18,7 +18,7 @@ NAME = "sharp_to_flat"
 
 
 def compute(cfg, key):
-    res = so.sharp_to_flat(key=key, lr=cfg["lr"], n_steps=cfg["n_steps"], n_paths=cfg["n_paths"])
+    res = so.experiments.sharp_to_flat(key=key, lr=cfg["lr"], n_steps=cfg["n_steps"], n_paths=cfg["n_paths"])
     print(res.table())
     return {"fraction": res.fraction, "stderr": res.stderr, "mean_exit_time": res.mean_exit_time,
             "names": np.array(res.names)}
@@ -29,7 +29,7 @@ def plot(data, meta, png):
 
     cfg = meta["config"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 1.3]})
-    prob = so.default_sharp_flat()
+    prob = so.experiments.default_sharp_flat()
     g = np.linspace(-1.1, 1.1, 200)
     xx, yy = np.meshgrid(g, g)
     pts = jnp.stack([xx.ravel(), yy.ravel()], axis=1)
@@ -39,7 +39,7 @@ def plot(data, meta, png):
     axes[0].plot(m[:, 0], m[:, 1], "w*", ms=12)
     axes[0].set_title("landscape (sharp minimum left, flat right)", fontsize=9)
     axes[0].set_aspect("equal")
-    so.plot_sharp_to_flat([str(n) for n in data["names"]], data["fraction"], data["stderr"], axes[1])
+    so.plot.sharp_to_flat([str(n) for n in data["names"]], data["fraction"], data["stderr"], axes[1])
     axes[1].set_title(f"escaped within {cfg['n_steps']} steps (lr {cfg['lr']}), equal Tr D", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=130)

@@ -22,7 +22,7 @@ import numpy as np
 
 import _common
 import sde_opt as so
-from sde_opt._radius_study import RadiusStudyConfig, exponent_table, radius_study
+from sde_opt.experiments import RadiusStudyConfig, exponent_table, radius_study
 
 NAME = "stability_radius"
 FULL = {"study": dataclasses.asdict(RadiusStudyConfig()), "bm_paths": 50_000, "bm_steps": 200, "bm_lr": 0.02}
@@ -62,8 +62,8 @@ def compute(config: dict, key) -> dict:
     t = float(rad.ts[-1])
     out = {"bm_delta": deltas, "bm_radius": np.asarray(curve.radius), "bm_low": np.asarray(curve.low),
            "bm_high": np.asarray(curve.high), "bm_t": np.asarray(t), "bm_dt": np.asarray(lr),
-           "bm_law": np.array([so.brownian_max_quantile(1 - d, t, dt=lr) for d in deltas]),
-           "bm_law_continuous": np.array([so.brownian_max_quantile(1 - d, t) for d in deltas])}
+           "bm_law": np.array([so.theory.brownian_max_quantile(1 - d, t, dt=lr) for d in deltas]),
+           "bm_law_continuous": np.array([so.theory.brownian_max_quantile(1 - d, t) for d in deltas])}
     study = radius_study(RadiusStudyConfig(**config["study"]), key=k_study, progress=True)
     print(exponent_table(study), flush=True)
     out.update({f"study/{k}": v for k, v in study.items()})

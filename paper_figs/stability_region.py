@@ -37,7 +37,7 @@ def compute(config: dict, key) -> dict:
     prob = so.problems.linear_regression(key=k_prob, n_examples=config["n_examples"], dim=config["dim"],
                                          noise_std=0.0)
     th = prob.info["minima"][0]
-    ms = so.MeanSquareStability.from_problem(prob, th)
+    ms = so.stability.MeanSquareStability.from_problem(prob, th)
     out: dict = {"gd_max_lr": np.asarray(ms.gd_max_lr)}
     for tag, rep in (("rep", True), ("norep", False)):
         reg = ms.region(replacement=rep)
@@ -46,7 +46,7 @@ def compute(config: dict, key) -> dict:
         for j, b in enumerate(config["mc_batch_sizes"]):
             if not rep and b == prob.n_examples:
                 continue
-            mc = so.divergence_boundary(so.SGD(prob, 0.1, b, replacement=rep), th, key=jr.fold_in(k_mc, 2 * j + rep),
+            mc = so.stability.divergence_boundary(so.SGD(prob, 0.1, b, replacement=rep), th, key=jr.fold_in(k_mc, 2 * j + rep),
                                         n_walkers=config["n_walkers"], n_steps=config["n_steps"],
                                         burn_in=config["burn_in"], n_bisect=config["n_bisect"])
             mc_lr.append(mc.lr), mc_lo.append(mc.low), mc_hi.append(mc.high)
@@ -65,7 +65,7 @@ def compute(config: dict, key) -> dict:
     u0 = u0 / jnp.linalg.norm(u0, axis=1, keepdims=True)
     k1 = steps // 4
     for i, lr in enumerate(lrs):
-        g = so.moment_growth_rate(so.SGD(prob, lr, 1), th, key=jr.fold_in(k_curve, i), n_walkers=config["n_walkers"],
+        g = so.stability.moment_growth_rate(so.SGD(prob, lr, 1), th, key=jr.fold_in(k_curve, i), n_walkers=config["n_walkers"],
                                   n_steps=config["n_steps"], burn_in=config["burn_in"])
         clone.append(g.rate), clone_se.append(g.stderr)
         ens = so.simulate(so.SGD(prob, lr, 1), th + u0, key=jr.fold_in(k_path, i), n_paths=n, n_steps=steps,

@@ -15,9 +15,9 @@ import dataclasses
 import pathlib
 
 import _common
-from sde_opt._experiments import (
+import sde_opt as so
+from sde_opt.experiments import (
     StationarySweepConfig,
-    plot_stationary_covariance,
     stationary_covariance_sweep,
     stationary_table,
 )
@@ -41,7 +41,7 @@ def compute(config: dict, key) -> dict:
 
 def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
     print(stationary_table(data))
-    plot_stationary_covariance(data, png)
+    so.plot.stationary_covariance(data, png)
 
 
 if __name__ == "__main__":

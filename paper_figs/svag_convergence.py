@@ -41,12 +41,12 @@ def compute(config: dict, key) -> dict:
     y0 = jnp.zeros(2)
     ells, n, ns = config["ells"], config["n_paths"], config["n_saves"]
     lr = config["lr_sgd"]
-    sgd = so.svag_study(lambda ell: so.SVAG(prob, lr, 2, ell), ells, so.SVAG(prob, lr, 2, 1).limit(), y0,
+    sgd = so.experiments.svag_study(lambda ell: so.optimizers.SVAG(prob, lr, 2, ell), ells, so.optimizers.SVAG(prob, lr, 2, 1).limit(), y0,
                         key=jr.fold_in(key, 0), n_paths=n, t1=config["t_sgd"], n_saves=ns, limit_refine=4)
     lr = config["lr_rms"]
     decay = 1.0 - 4.0 * lr**2
-    rms = so.svag_study(lambda ell: so.svag_rmsprop(prob, lr, 2, ell, decay=decay, initial_scale=1.0), ells,
-                        so.svag_limit_rmsprop(prob, lr, 2, decay, initial_scale=1.0), y0, key=jr.fold_in(key, 1),
+    rms = so.experiments.svag_study(lambda ell: so.optimizers.svag_rmsprop(prob, lr, 2, ell, decay=decay, initial_scale=1.0), ells,
+                        so.optimizers.svag_limit_rmsprop(prob, lr, 2, decay, initial_scale=1.0), y0, key=jr.fold_in(key, 1),
                         n_paths=n, t1=config["t_rms"], n_saves=ns, limit_refine=4)
     out = {"lstar": np.asarray(prob.loss(prob.info["minima"][0]))}
     for tag, res in (("sgd", sgd), ("rms", rms)):

@@ -16,7 +16,7 @@ import numpy as np
 
 import _common
 import sde_opt as so
-from sde_opt._experiments import gd_against_flow
+from sde_opt.experiments import gd_against_flow
 
 NAME = "xsin_lr"
 FULL = {"x0": 2.5, "lrs": [1.0, 0.1, 0.01], "t1": 40.0}

@@ -195,7 +195,7 @@ def alignment(problem: Problem, p, *, key: PRNGKeyArray, k: int = 5, n_probes: i
         k: number of top eigenpairs of ``H`` and ``D`` compared (``<= min(d, N − 1)``).
         n_probes: Rademacher probes for ``Tr H`` and ``Tr(HD)``; ``None`` computes both
             exactly with ``d + N`` Hessian-vector products (small problems).
-        group: restrict to a parameter group (see ``so.parameter_groups``).
+        group: restrict to a parameter group (see ``so.curvature.parameter_groups``).
         chunk_size: examples per per-example-gradient batch (memory).
         max_iter: most Lanczos steps for ``H``.
 
@@ -205,7 +205,7 @@ def alignment(problem: Problem, p, *, key: PRNGKeyArray, k: int = 5, n_probes: i
     Example:
         >>> import jax.random as jr, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=64, dim=3)
-        >>> al = so.alignment(prob, prob.info["minima"][0], key=jr.key(1), k=2, n_probes=None)
+        >>> al = so.curvature.alignment(prob, prob.info["minima"][0], key=jr.key(1), k=2, n_probes=None)
         >>> bool(al.ratio > 1 / 3)  # least squares at its minimum: D is shaped like H
         True
     """

@@ -70,7 +70,7 @@ def parameter_groups(problem: Problem) -> dict[str, tuple[int, int]]:
     Example:
         >>> import jax.random as jr, sde_opt as so
         >>> prob = so.problems.mlp_digits(key=jr.key(0), hidden=(8,), n_examples=32)
-        >>> so.parameter_groups(prob)["1/w"]
+        >>> so.curvature.parameter_groups(prob)["1/w"]
         (530, 80)
     """
     if problem.unravel is None or problem.theta0 is None:
@@ -116,7 +116,7 @@ def resolve_group(problem: Problem, group) -> tuple[int, int] | None:
         avail = ", ".join(repr(g) for g in groups if g)
         raise ValueError(
             f"group={group!r} does not exist in this problem's parameters; pass one of {avail} "
-            "(see so.parameter_groups(problem)), or group=None for all parameters."
+            "(see so.curvature.parameter_groups(problem)), or group=None for all parameters."
         )
     return groups[name]
 
@@ -327,21 +327,21 @@ def curvature_operator(problem: Problem, p, *, curvature: AbstractCurvature | No
         problem: the :class:`~sde_opt.Problem`.
         p: flat parameters ``(d,)``.
         curvature: :class:`Hessian` (default), :class:`GaussNewton`, :class:`Fisher`,
-            :class:`EmpiricalFisher` or ``so.NoiseCovariance()``.
+            :class:`EmpiricalFisher` or ``so.curvature.NoiseCovariance()``.
         group: restrict to one parameter group (a leaf or layer of ``params``, e.g. ``"0/w"``
             or ``(0, "w")``; see :func:`parameter_groups`). ``None``: all parameters.
 
     Example:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 3.0])))
-        >>> so.curvature_operator(prob, jnp.zeros(2)).mv(jnp.ones(2))
+        >>> so.curvature.curvature_operator(prob, jnp.zeros(2)).mv(jnp.ones(2))
         Array([1., 3.], dtype=float32)
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be an so.Problem, got {type(problem).__name__}.")
     curvature = Hessian() if curvature is None else curvature
     if not isinstance(curvature, AbstractCurvature):
-        raise ValueError(f"curvature must be a curvature value such as so.Hessian(), got {type(curvature).__name__}.")
+        raise ValueError(f"curvature must be a curvature value such as so.curvature.Hessian(), got {type(curvature).__name__}.")
     if curvature.needs_data:
         problem._need_data(type(curvature).__name__)
     theta = check_point(problem, p)
@@ -376,7 +376,7 @@ def check_point(problem: Problem, p, name: str = "p") -> Float[Array, " d"]:
 def _check_operator(op) -> AbstractOperator:
     if not isinstance(op, AbstractOperator):
         raise ValueError(
-            f"op must be an operator such as so.curvature_operator(problem, p), got {type(op).__name__}."
+            f"op must be an operator such as so.curvature.curvature_operator(problem, p), got {type(op).__name__}."
         )
     return op
 
@@ -692,7 +692,7 @@ def hessian_eigs(problem: Problem, p, k: int, *, key: PRNGKeyArray, which: str =
     Returns:
         ``(values, vectors)``: ``(k,)`` sorted in the order asked for and ``(k, m)`` unit
         rows, with ``m = d`` (or the size of ``group``; embed with
-        ``so.parameter_groups(problem)[group]``). A :class:`UserWarning` is raised outside
+        ``so.curvature.parameter_groups(problem)[group]``). A :class:`UserWarning` is raised outside
         ``jit`` when Lanczos did not converge in ``max_iter`` steps.
 
     Example:
@@ -837,7 +837,7 @@ def trace(op: AbstractOperator, *, key: PRNGKeyArray, n_probes: int,
     op = _check_operator(op)
     estimator = Hutchinson() if estimator is None else estimator
     if not isinstance(estimator, AbstractTraceEstimator):
-        raise ValueError(f"estimator must be so.Hutchinson() or so.HutchPlusPlus(), got {type(estimator).__name__}.")
+        raise ValueError(f"estimator must be so.curvature.Hutchinson() or so.curvature.HutchPlusPlus(), got {type(estimator).__name__}.")
     n_probes = positive_int("n_probes", n_probes)
     if n_probes < estimator.min_probes():
         raise ValueError(
@@ -960,7 +960,7 @@ def hessian_density(problem: Problem, p, *, key: PRNGKeyArray, n_probes: int = 8
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.arange(1.0, 11.0)))
-        >>> dens = so.hessian_density(prob, jnp.zeros(10), key=jr.key(0), n_probes=4, n_iter=10)
+        >>> dens = so.curvature.hessian_density(prob, jnp.zeros(10), key=jr.key(0), n_probes=4, n_iter=10)
         >>> round(float(dens.moment(1)), 3)  # Tr H / d
         5.5
     """

@@ -172,7 +172,7 @@ def train_with_sharpness(
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 3.0])))
-        >>> hist = so.train_with_sharpness(so.GD(prob, 0.1), jnp.ones(2), key=jr.key(0), n_steps=20, every=10)
+        >>> hist = so.stability.train_with_sharpness(so.GD(prob, 0.1), jnp.ones(2), key=jr.key(0), n_steps=20, every=10)
         >>> [round(float(s), 4) for s in hist.sharpness]
         [3.0, 3.0, 3.0]
     """

@@ -61,7 +61,7 @@ def plot_rates(names, rate, low, high, ax=None):
 
 
 def split_studies(data: dict) -> list[dict]:
-    """The per-noise studies of :func:`sde_opt.escape_headline` data (``"<noise>_<field>"`` keys)."""
+    """The per-noise studies of :func:`sde_opt.experiments.escape_headline` data (``"<noise>_<field>"`` keys)."""
     out = []
     for kind in ("hessian", "isotropic"):
         st = {k[len(kind) + 1:]: np.asarray(v) for k, v in data.items() if k.startswith(kind + "_")}

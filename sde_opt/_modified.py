@@ -56,7 +56,7 @@ def modified_loss(problem: Problem, lr, batch_size=None, *, replacement: bool = 
     Example:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 4.0])))
-        >>> round(float(so.modified_loss(prob, 0.1).loss(jnp.ones(2))), 4)   # 2.5 + 0.025·17
+        >>> round(float(so.optimizers.modified_loss(prob, 0.1).loss(jnp.ones(2))), 4)   # 2.5 + 0.025·17
         2.925
     """
     lr = positive("lr", lr)
@@ -87,7 +87,7 @@ class SGDModifiedFlow(AbstractContinuous):
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=8, dim=2)
-        >>> flow = so.SGDModifiedFlow(prob, lr=0.1, batch_size=2)
+        >>> flow = so.optimizers.SGDModifiedFlow(prob, lr=0.1, batch_size=2)
         >>> so.simulate(flow, jnp.zeros(2), key=jr.key(0), n_paths=1, n_steps=10, dt=0.01).ys.shape
         (1, 11, 2)
     """
@@ -160,7 +160,7 @@ def gd_modified_flow_errors(problem: Problem, theta0, lrs, t1, *, steps: int = 2
 
     Example:
         >>> import jax.numpy as jnp, sde_opt as so
-        >>> res = so.gd_modified_flow_errors(so.landscapes.x_plus_sin(), jnp.array([2.5]),
+        >>> res = so.experiments.gd_modified_flow_errors(so.landscapes.x_plus_sin(), jnp.array([2.5]),
         ...                                  [0.1, 0.05, 0.025], t1=2.0)
         >>> round(float(res["slope_flow"])), round(float(res["slope_modified"]))
         (1, 2)

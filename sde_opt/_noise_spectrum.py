@@ -212,7 +212,7 @@ def noise_eigs(problem: Problem, p, k: int, *, group=None, chunk_size: int | Non
         p: flat parameters ``(d,)``.
         k: number of eigenpairs; at most the dimension and, for the Gram route, ``N − 1``
             (the rank of a centred covariance of ``N`` gradients).
-        group: restrict to one parameter group (see ``so.parameter_groups``).
+        group: restrict to one parameter group (see ``so.curvature.parameter_groups``).
         chunk_size: examples per ``vmap(grad)`` batch (default: all at once; streaming
             default 256).
         streaming: force (``True``) or forbid (``False``) the streaming route.

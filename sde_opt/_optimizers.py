@@ -188,7 +188,7 @@ class HeavyBall(AbstractOptimizerModel):
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 10.0])))
-        >>> hb = so.HeavyBall(prob, lr=0.01, momentum=0.9)     # h = 0.1, γ = 1
+        >>> hb = so.optimizers.HeavyBall(prob, lr=0.01, momentum=0.9)     # h = 0.1, γ = 1
         >>> ens = so.simulate(hb, jnp.ones(2), key=jr.key(0), n_paths=1, n_steps=50)
         >>> ens.ys.shape
         (1, 51, 2)
@@ -925,8 +925,8 @@ def coupled_paths(
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 4.0])))
-        >>> sde = so.HeavyBall(prob, 0.01, 0.9, batch_size=1, noise=so.IsotropicNoise(1.0))
-        >>> disc, cont = so.coupled_paths(sde.discrete(), sde, jnp.ones(2), key=jr.key(0),
+        >>> sde = so.optimizers.HeavyBall(prob, 0.01, 0.9, batch_size=1, noise=so.IsotropicNoise(1.0))
+        >>> disc, cont = so.optimizers.coupled_paths(sde.discrete(), sde, jnp.ones(2), key=jr.key(0),
         ...                               n_paths=16, n_steps=20, refine=8)
         >>> disc.ys.shape == cont.ys.shape
         True
@@ -934,7 +934,7 @@ def coupled_paths(
     if not isinstance(continuous, AbstractContinuous):
         raise ValueError(f"continuous must be a continuous model such as so.SGDSDE, got {type(continuous).__name__}.")
     if not isinstance(discrete, AbstractDynamics):
-        raise ValueError(f"discrete must be a dynamics such as so.NoisyOptax, got {type(discrete).__name__}.")
+        raise ValueError(f"discrete must be a dynamics such as so.optimizers.NoisyOptax, got {type(discrete).__name__}.")
     refine = positive_int("refine", refine)
     dt = discrete.natural_dt()
     if dt is None:
@@ -956,7 +956,7 @@ def coupled_paths(
         if not hasattr(discrete, "step_normals"):
             raise ValueError(
                 f"{type(discrete).__name__} draws its own noise and cannot be coupled; use a Gaussian-noise "
-                "optimizer with step_normals, e.g. model.discrete() or so.NoisyOptax(problem, optimizer, ...)."
+                "optimizer with step_normals, e.g. model.discrete() or so.optimizers.NoisyOptax(problem, optimizer, ...)."
             )
         r_d = discrete.n_normals(d)
         if r_d != r:

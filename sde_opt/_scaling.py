@@ -5,7 +5,7 @@ hence, where the SDE is accurate, the optimizer's behaviour — stays the same.
   ``dθ = −∇L dt + √(lr/B · D) dW``, which depends on ``lr/B`` only): ``B → κB``,
   ``lr → κ·lr``, steps ``→ steps/κ`` (same SDE time ``t = k·lr``). Momentum is kept.
 * **Square-root rule** (RMSprop, Adam; Malladi et al. 2022, Definition 5.1, from the SDEs
-  of :class:`sde_opt.RMSpropSDE` / :class:`sde_opt.AdamSDE`, which depend on
+  of :class:`sde_opt.optimizers.RMSpropSDE` / :class:`sde_opt.optimizers.AdamSDE`, which depend on
   ``σ₀ = σ·lr``, ``cᵢ = (1 − βᵢ)/lr²`` and ``ε₀ = ε·lr``): ``B → κB``, ``lr → √κ·lr``,
   ``1 − β → κ(1 − β)``, ``ε → ε/√κ`` (``ε → ε/κ`` when it sits inside the root),
   ``initial_scale → initial_scale/κ``, steps ``→ steps/κ`` (same time ``t = k·lr²``).
@@ -68,7 +68,7 @@ def linear_scaling_rule(kappa, **hparams) -> dict:
 
     Example:
         >>> import sde_opt as so
-        >>> so.linear_scaling_rule(4, lr=0.1, batch_size=32, n_steps=1000)
+        >>> so.optimizers.linear_scaling_rule(4, lr=0.1, batch_size=32, n_steps=1000)
         {'lr': 0.4, 'batch_size': 128, 'n_steps': 250}
     """
     kappa = float(positive("kappa", kappa))
@@ -86,7 +86,7 @@ def sqrt_scaling_rule(kappa, *, eps_in_sqrt: bool = False, **hparams) -> dict:
 
     Example:
         >>> import sde_opt as so
-        >>> hp = so.sqrt_scaling_rule(4, lr=1e-3, batch_size=64, b1=0.9, b2=0.999, eps=1e-8)
+        >>> hp = so.optimizers.sqrt_scaling_rule(4, lr=1e-3, batch_size=64, b1=0.9, b2=0.999, eps=1e-8)
         >>> hp["lr"], hp["batch_size"], round(hp["b2"], 6), hp["eps"]
         (0.002, 256, 0.996, 5e-09)
     """

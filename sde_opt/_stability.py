@@ -56,7 +56,7 @@ def gd_max_lr(hessian) -> float:
 
     Example:
         >>> import jax.numpy as jnp, sde_opt as so
-        >>> so.gd_max_lr(jnp.diag(jnp.array([1.0, 4.0])))
+        >>> so.stability.gd_max_lr(jnp.diag(jnp.array([1.0, 4.0])))
         0.5
     """
     h = np.asarray(hessian, dtype=np.float64)
@@ -76,7 +76,7 @@ def per_example_hessians(problem: Problem, theta) -> Float[Array, "n d d"]:
     if problem.n_examples * d * d > 5e7:
         raise ValueError(
             f"per_example_hessians would hold N·d² = {problem.n_examples * d * d:.3g} numbers; "
-            "use a smaller problem, or the Monte Carlo estimate so.divergence_boundary."
+            "use a smaller problem, or the Monte Carlo estimate so.stability.divergence_boundary."
         )
     return _per_example_hessians(problem, theta)
 
@@ -121,7 +121,7 @@ class MeanSquareStability(eqx.Module):
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=16, dim=2)
-        >>> ms = so.MeanSquareStability.from_problem(prob, prob.info["minima"][0])
+        >>> ms = so.stability.MeanSquareStability.from_problem(prob, prob.info["minima"][0])
         >>> ms.max_lr(1) < ms.max_lr(8) < ms.max_lr(16, replacement=False)
         True
         >>> abs(ms.max_lr(16, replacement=False) / ms.gd_max_lr - 1) < 1e-9  # B = N without replacement is GD
@@ -140,7 +140,7 @@ class MeanSquareStability(eqx.Module):
         if d > 48:
             raise ValueError(
                 f"d={d}: the operator is d²×d² = {d * d}×{d * d}; use d <= 48, or the Monte Carlo "
-                "boundary so.divergence_boundary for larger models."
+                "boundary so.stability.divergence_boundary for larger models."
             )
         if not np.all(np.isfinite(hs)):
             raise ValueError("hessians contain non-finite entries.")
@@ -387,8 +387,8 @@ def divergence_boundary(
         >>> import jax.random as jr, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=16, dim=2)
         >>> th = prob.info["minima"][0]
-        >>> mc = so.divergence_boundary(so.SGD(prob, 0.1, 1), th, key=jr.key(1), n_walkers=500, n_steps=200)
-        >>> abs(mc.lr / so.MeanSquareStability.from_problem(prob, th).max_lr(1) - 1) < 0.05
+        >>> mc = so.stability.divergence_boundary(so.SGD(prob, 0.1, 1), th, key=jr.key(1), n_walkers=500, n_steps=200)
+        >>> abs(mc.lr / so.stability.MeanSquareStability.from_problem(prob, th).max_lr(1) - 1) < 0.05
         True
     """
     if not hasattr(dyn, "lr"):

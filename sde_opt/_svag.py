@@ -17,7 +17,7 @@ describes SGD at that ``lr``.
 For RMSprop and Adam (Malladi et al. 2022) the same estimator is combined with the
 square-root scaling rule at ``κ = 1/ℓ`` (the amplified noise acts as a batch ``ℓ`` times
 smaller): ``lr → lr/√ℓ``, ``1 − β → (1 − β)/ℓ``, ``ε → ε√ℓ``, ``ℓ·K`` steps of SDE time
-``lr²/ℓ``; the limit is :class:`sde_opt.RMSpropSDE` / :class:`sde_opt.AdamSDE` with
+``lr²/ℓ``; the limit is :class:`sde_opt.optimizers.RMSpropSDE` / :class:`sde_opt.optimizers.AdamSDE` with
 ``MinibatchNoise`` at the original hyperparameters.
 """
 
@@ -75,7 +75,7 @@ class SVAG(AbstractDiscrete):
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=16, dim=2)
-        >>> dyn = so.SVAG(prob, lr=0.2, batch_size=4, ell=8)          # dt = 0.025
+        >>> dyn = so.optimizers.SVAG(prob, lr=0.2, batch_size=4, ell=8)          # dt = 0.025
         >>> ens = so.simulate(dyn, jnp.zeros(2), key=jr.key(1), n_paths=8, n_steps=40)
         >>> float(ens.ts[-1])
         1.0
@@ -138,7 +138,7 @@ class SVAGOptax(AbstractOptax):
 
 def svag_rmsprop(problem: Problem, lr, batch_size, ell, decay=0.999, eps=1e-8, *, initial_scale=0.0,
                  eps_in_sqrt: bool = True, per_coordinate: bool = True, replacement: bool = True) -> SVAGOptax:
-    """RMSprop-SVAG (Malladi et al. 2022): ``optax.rmsprop`` (or :func:`sde_opt.global_rmsprop`)
+    """RMSprop-SVAG (Malladi et al. 2022): ``optax.rmsprop`` (or :func:`sde_opt.optimizers.global_rmsprop`)
     at the square-root-scaled hyperparameters for ``κ = 1/ℓ`` on SVAG gradients, with
     ``dt = lr²/ℓ``. As ``ℓ → ∞`` it converges to
     ``RMSpropSDE(problem, lr, batch_size, MinibatchNoise(), decay, eps, ...)`` (:func:`svag_limit_rmsprop`)."""
@@ -152,7 +152,7 @@ def svag_rmsprop(problem: Problem, lr, batch_size, ell, decay=0.999, eps=1e-8, *
 
 def svag_adam(problem: Problem, lr, batch_size, ell, b1=0.9, b2=0.999, eps=1e-8, *, initial_scale=0.0,
               bias_correction: bool = True, replacement: bool = True) -> SVAGOptax:
-    """Adam-SVAG (Malladi et al. 2022): Adam (:func:`sde_opt.adam_moments`, i.e. ``optax.adam``
+    """Adam-SVAG (Malladi et al. 2022): Adam (:func:`sde_opt.optimizers.adam_moments`, i.e. ``optax.adam``
     with the defaults) at the square-root-scaled hyperparameters for ``κ = 1/ℓ`` on SVAG
     gradients, ``dt = lr²/ℓ``; limit ``AdamSDE(problem, lr, batch_size, MinibatchNoise(), ...)``."""
     ell = _amplification(ell)
@@ -178,8 +178,8 @@ def svag_study(make: Callable, ells, limit, y0, *, key, n_paths: int, t1, n_save
     """SVAG statistics against their SDE limit as ``ℓ`` grows.
 
     Args:
-        make: ``ℓ -> dynamics`` (e.g. ``lambda l: so.SVAG(prob, lr, B, l)`` or
-            ``lambda l: so.svag_adam(prob, lr, B, l)``).
+        make: ``ℓ -> dynamics`` (e.g. ``lambda l: so.optimizers.SVAG(prob, lr, B, l)`` or
+            ``lambda l: so.optimizers.svag_adam(prob, lr, B, l)``).
         ells: amplifications, e.g. ``[1, 2, 4, 8]``; ``t1`` must be a whole number of
             ``n_saves`` steps of every ``make(ℓ)``.
         limit: the SDE limit (``make(ℓ).limit()`` or :func:`svag_limit_adam`, ...),

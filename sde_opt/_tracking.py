@@ -46,7 +46,7 @@ class History(eqx.Module):
         lanczos_iters: ``(S,)`` Lanczos steps used (warm starts make them few).
         trace_h, trace_h_stderr: ``(S,)`` Hutchinson ``Tr H``.
         trace_d, trace_hd, trace_hd_stderr, ratio, ratio_stderr, overlap, slope,
-        noise_scale: ``(S,)`` as in :class:`~sde_opt.Alignment`.
+        noise_scale: ``(S,)`` as in :class:`~sde_opt.curvature.Alignment`.
         noise_values, noise_along_hessian: ``(S, k)``.
         final: ``(d,)`` the parameters after the last step.
     """
@@ -145,7 +145,7 @@ def track(problem: Problem, optimizer, theta0, *, key: PRNGKeyArray, n_steps: in
     ``None``) and then measuring at the current parameters: loss, ``‖∇L‖²``, the top-``k``
     Hessian eigenvalues by warm-started Lanczos, Hutchinson ``Tr H`` with ``n_probes``
     probes and, for finite sums (``noise=None`` means "when the problem has data"), the
-    alignment diagnostics of :func:`~sde_opt.alignment`.
+    alignment diagnostics of :func:`~sde_opt.curvature.alignment`.
 
     Args:
         problem: the objective.
@@ -167,7 +167,7 @@ def track(problem: Problem, optimizer, theta0, *, key: PRNGKeyArray, n_steps: in
     Example:
         >>> import jax.random as jr, optax, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=32, dim=3)
-        >>> hist = so.track(prob, optax.sgd(0.1), prob.theta0, key=jr.key(1), n_steps=20, every=10)
+        >>> hist = so.curvature.track(prob, optax.sgd(0.1), prob.theta0, key=jr.key(1), n_steps=20, every=10)
         >>> hist.sharpness.shape
         (3, 1)
     """

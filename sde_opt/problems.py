@@ -54,7 +54,7 @@ def teacher_student(*, key, n_examples: int = 256, dim_in: int = 8, hidden: int 
     params = _mlp_init(ks, [dim_in, hidden, 1])
 
     def loss(p, ex):
-        return 0.5 * (_mlp_apply(p, ex["x"])[0] - ex["y"]) ** 2
+        return 0.5 * (mlp_apply(p, ex["x"])[0] - ex["y"]) ** 2
 
     return Problem(loss, {"x": x, "y": y}, params=params, name="teacher_student")
 
@@ -103,7 +103,8 @@ def _mlp_init(key, sizes):
     return params
 
 
-def _mlp_apply(params, x):
+def mlp_apply(params, x):
+    """The tanh MLP of :func:`mlp_digits`: ``params`` a list of ``{"w", "b"}`` layers, ``x`` ``(..., 64)``."""
     for layer in params[:-1]:
         x = jnp.tanh(x @ layer["w"] + layer["b"])
     return x @ params[-1]["w"] + params[-1]["b"]
@@ -122,10 +123,10 @@ def mlp_digits(*, key, hidden=(32,), loss: str = "ce", n_examples: int | None = 
 
     if loss == "ce":
         def example_loss(p, ex):
-            return -jax.nn.log_softmax(_mlp_apply(p, ex["x"]))[ex["y"]]
+            return -jax.nn.log_softmax(mlp_apply(p, ex["x"]))[ex["y"]]
     else:
         def example_loss(p, ex):
-            out = _mlp_apply(p, ex["x"])
+            out = mlp_apply(p, ex["x"])
             return 0.5 * jnp.sum((out - jax.nn.one_hot(ex["y"], n_classes)) ** 2)
 
     return Problem(example_loss, {"x": x, "y": y}, params=params, name=f"mlp_digits_{loss}")
@@ -135,7 +136,9 @@ def accuracy(problem: Problem, theta) -> float:
     """Classification accuracy of a digits problem at flat parameters ``theta``."""
     p = problem.unravel(theta)
     x, y = problem.data["x"], problem.data["y"]
-    out = _mlp_apply(p, x) if isinstance(p, list) else x @ p["w"] + p["b"]
+    out = mlp_apply(p, x) if isinstance(p, list) else x @ p["w"] + p["b"]
     return float(jnp.mean(jnp.argmax(out, axis=-1) == y))
 
 
+# the cache of the digits arrays, cleared by tests of offline loading
+digits.cache_clear = _digits_arrays.cache_clear

@@ -10,7 +10,7 @@ from curvature_helpers import count_compiles, dense_hessian
 from conftest import landscape_table
 
 import sde_opt as so
-from sde_opt.problems import _mlp_apply
+from sde_opt.problems import mlp_apply
 
 
 def random_quadratic(d=200, seed=0):
@@ -77,7 +77,7 @@ def test_lanczos_full_spectrum_of_landscapes_at_minima_and_saddles(getkey):
 
 def test_repeated_eigenvalues_restart_and_stay_orthonormal(getkey):
     lam = jnp.array([3.0, 3.0, 3.0, 1.0, 1.0, 0.5, 0.5, 0.5])
-    res = so.eigs(so.MatrixOperator(jnp.diag(lam)), 5, key=getkey())
+    res = so.curvature.eigs(so.curvature.MatrixOperator(jnp.diag(lam)), 5, key=getkey())
     np.testing.assert_allclose(res.values, [3, 3, 3, 1, 1], rtol=1e-12)
     np.testing.assert_allclose(res.vectors @ res.vectors.T, np.eye(5), atol=1e-10)
     assert bool(res.converged)
@@ -87,9 +87,9 @@ def test_warm_start_needs_fewer_steps(getkey):
     """On a spectrum without outliers (a random symmetric matrix, semicircle law) a cold start
     needs many more than the minimum 20 steps; a warm start from its answer needs fewer."""
     a = jr.normal(jr.key(0), (200, 200), jnp.float64)
-    op = so.MatrixOperator(0.5 * (a + a.T))
-    cold = so.eigs(op, 5, key=getkey())
-    warm = so.eigs(op, 5, key=getkey(), v0=cold.vectors)
+    op = so.curvature.MatrixOperator(0.5 * (a + a.T))
+    cold = so.curvature.eigs(op, 5, key=getkey())
+    warm = so.curvature.eigs(op, 5, key=getkey(), v0=cold.vectors)
     assert int(warm.n_iter) < int(cold.n_iter)
     np.testing.assert_allclose(warm.values, cold.values, rtol=1e-10)
 
@@ -102,9 +102,9 @@ def test_warm_start_on_the_second_eigenvector_still_finds_the_first():
     d = 200
     lam = np.concatenate([[1.0, 0.97], np.linspace(-0.5, 0.5, d - 2)])
     q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(d, d)))
-    op = so.MatrixOperator((q * lam) @ q.T)
+    op = so.curvature.MatrixOperator((q * lam) @ q.T)
     for seed in range(20):
-        res = so.eigs(op, 1, key=jr.key(seed), v0=q[:, 1], tol=1e-3)
+        res = so.curvature.eigs(op, 1, key=jr.key(seed), v0=q[:, 1], tol=1e-3)
         assert abs(float(res.values[0]) - 1.0) < 1e-3, (seed, float(res.values[0]))
         assert int(res.n_iter) >= 20
 
@@ -115,7 +115,7 @@ def trace_zscores(prob, p, exact, estimator, n_seeds=24, n_probes=60):
     return (np.asarray(tr.value) - exact) / np.asarray(tr.stderr), tr
 
 
-@pytest.mark.parametrize("estimator", [so.Hutchinson(), so.HutchPlusPlus()], ids=["hutchinson", "hutch++"])
+@pytest.mark.parametrize("estimator", [so.curvature.Hutchinson(), so.curvature.HutchPlusPlus()], ids=["hutchinson", "hutch++"])
 def test_trace_within_three_standard_errors_across_seeds(mlp, estimator):
     prob, h = mlp
     exact = np.trace(h)
@@ -135,14 +135,14 @@ def test_hutchplusplus_beats_hutchinson_when_eigenvalues_dominate(quad, getkey):
     prob, h = quad
     key = getkey()
     se = [so.hessian_trace(prob, jnp.zeros(200), key=key, n_probes=60, estimator=e).stderr
-          for e in (so.Hutchinson(), so.HutchPlusPlus())]
+          for e in (so.curvature.Hutchinson(), so.curvature.HutchPlusPlus())]
     assert se[1] < se[0] / 2
 
 
 def test_slq_density_integrates_to_one_and_matches_moments(mlp, getkey):
     prob, h = mlp
     d = h.shape[0]
-    dens = so.hessian_density(prob, prob.theta0, key=getkey(), n_probes=48, n_iter=20)
+    dens = so.curvature.hessian_density(prob, prob.theta0, key=getkey(), n_probes=48, n_iter=20)
     np.testing.assert_allclose(np.sum(np.asarray(dens.weights), axis=1), 1.0, rtol=1e-10)
     t = dens.grid(4000)
     assert float(jnp.trapezoid(dens.density(t), t)) == pytest.approx(1.0, abs=1e-6)
@@ -155,7 +155,7 @@ def test_slq_quadrature_is_exact_with_a_full_krylov_space(getkey):
     """With n_iter = d every probe's nodes are the eigenvalues and its weights the squared
     projections of the probe: moments of the quadrature are then vᵀHᵏv exactly."""
     h = np.diag(np.arange(1.0, 13.0))
-    dens = so.spectral_density(so.MatrixOperator(jnp.asarray(h)), key=getkey(), n_probes=3, n_iter=12)
+    dens = so.curvature.spectral_density(so.curvature.MatrixOperator(jnp.asarray(h)), key=getkey(), n_probes=3, n_iter=12)
     nodes = np.sort(np.asarray(dens.nodes), axis=1)
     np.testing.assert_allclose(nodes, np.tile(np.arange(1.0, 13.0), (3, 1)), atol=1e-9)
     # Rademacher probes / √d on a diagonal matrix: every weight is exactly 1/d
@@ -165,7 +165,7 @@ def test_slq_quadrature_is_exact_with_a_full_krylov_space(getkey):
 
 def test_parameter_groups_restrict_to_the_principal_block(mlp, getkey):
     prob, h = mlp
-    groups = so.parameter_groups(prob)
+    groups = so.curvature.parameter_groups(prob)
     assert set(groups) >= {"", "0", "0/w", "0/b", "1", "1/w", "1/b"}
     start, size = groups["0/w"]
     block = h[start : start + size, start : start + size]
@@ -173,16 +173,16 @@ def test_parameter_groups_restrict_to_the_principal_block(mlp, getkey):
     assert vecs.shape == (3, size)
     np.testing.assert_allclose(vals, np.linalg.eigvalsh(block)[::-1][:3], rtol=1e-8)
     v = jr.normal(getkey(), (size,))
-    mv = jax.jit(lambda p, v: so.curvature_operator(prob, p, group=(0, "w")).mv(v))
+    mv = jax.jit(lambda p, v: so.curvature.curvature_operator(prob, p, group=(0, "w")).mv(v))
     np.testing.assert_allclose(mv(prob.theta0, v), block @ v, atol=1e-12)
-    layer = so.curvature_operator(prob, prob.theta0, group=1)
+    layer = so.curvature.curvature_operator(prob, prob.theta0, group=1)
     assert layer.dim == groups["1"][1]
 
 
 def test_gauss_newton_fisher_and_empirical_fisher_products(mlp, getkey):
     prob, _ = mlp
     p = prob.theta0
-    model = lambda params, ex: _mlp_apply(params, ex["x"])  # noqa: E731
+    model = lambda params, ex: mlp_apply(params, ex["x"])  # noqa: E731
     nll = lambda z, ex: -jax.nn.log_softmax(z)[ex["y"]]  # noqa: E731
     v = jr.normal(getkey(), p.shape)
     # dense references: J (N, C, d) of the logits, output Hessian diag(p) − ppᵀ
@@ -190,9 +190,9 @@ def test_gauss_newton_fisher_and_empirical_fisher_products(mlp, getkey):
     probs = jax.nn.softmax(jax.vmap(lambda ex: model(prob.unravel(p), ex))(prob.data))
     hz = jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(probs)
     ggn = jnp.einsum("nci,ncd,ndj->ij", jac, hz, jac) / jac.shape[0]
-    curvatures = [so.GaussNewton(model, nll), so.Fisher(model, "categorical"), so.EmpiricalFisher(),
-                  so.Fisher(model, "gaussian")]
-    products = jax.jit(lambda p, v: [so.curvature_operator(prob, p, curvature=c).mv(v) for c in curvatures])(p, v)
+    curvatures = [so.curvature.GaussNewton(model, nll), so.curvature.Fisher(model, "categorical"), so.curvature.EmpiricalFisher(),
+                  so.curvature.Fisher(model, "gaussian")]
+    products = jax.jit(lambda p, v: [so.curvature.curvature_operator(prob, p, curvature=c).mv(v) for c in curvatures])(p, v)
     g = eqx.filter_jit(lambda pr, p: pr.per_example_grads(p))(prob, p)
     expected = [ggn @ v, ggn @ v, g.T @ (g @ v) / g.shape[0], jnp.einsum("nci,ncj->ij", jac, jac) @ v / jac.shape[0]]
     for got, want in zip(products, expected):
@@ -208,7 +208,7 @@ def test_estimators_compile_once_under_jit_and_vmap(quad):
     calls = {
         "eigs": lambda p, k: so.hessian_eigs(prob, p, 3, key=k)[0],
         "trace": lambda p, k: so.hessian_trace(prob, p, key=k, n_probes=8).value,
-        "density": lambda p, k: so.hessian_density(prob, p, key=k, n_probes=2, n_iter=8).nodes,
+        "density": lambda p, k: so.curvature.hessian_density(prob, p, key=k, n_probes=2, n_iter=8).nodes,
     }
     for name, f in calls.items():
         f(ps[0], jr.key(0))
@@ -243,17 +243,17 @@ def test_bad_input_raises_with_a_fix(mlp, getkey):
     with pytest.raises(ValueError, match="params=pytree"):
         so.hessian_trace(so.Problem(lambda th: th @ th), jnp.ones(3), key=getkey(), n_probes=4, group="0")
     with pytest.raises(ValueError, match="n_probes >= 4"):
-        so.hessian_trace(prob, p, key=getkey(), n_probes=3, estimator=so.HutchPlusPlus())
+        so.hessian_trace(prob, p, key=getkey(), n_probes=3, estimator=so.curvature.HutchPlusPlus())
     with pytest.raises(ValueError, match="needs a finite-sum problem"):
-        so.curvature_operator(so.Problem(lambda th: th @ th), jnp.ones(3), curvature=so.EmpiricalFisher())
+        so.curvature.curvature_operator(so.Problem(lambda th: th @ th), jnp.ones(3), curvature=so.curvature.EmpiricalFisher())
 
 
 def test_results_save_and_plot(mlp, getkey, tmp_path):
     prob, _ = mlp
-    dens = so.hessian_density(prob, prob.theta0, key=getkey(), n_probes=48, n_iter=20)
+    dens = so.curvature.hessian_density(prob, prob.theta0, key=getkey(), n_probes=48, n_iter=20)
     so.save(tmp_path / "dens", dens)
     back, _ = so.load(tmp_path / "dens")
     np.testing.assert_allclose(back.nodes, dens.nodes)
     assert float(back.moment(1)) == pytest.approx(float(dens.moment(1)))
-    ax = so.plot_spectral_density(dens, outliers=dens.nodes.max(axis=1)[:2])
+    ax = so.plot.spectral_density(dens, outliers=dens.nodes.max(axis=1)[:2])
     assert ax.get_xlabel() == "eigenvalue"

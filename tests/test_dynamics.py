@@ -183,7 +183,7 @@ def test_sde_diffusion_is_sqrt_lr_over_b_d(replacement):
     r = dyn.n_normals(2)
     assert r == 16
     sigma = jax.vmap(lambda z: dyn.diffusion_apply(0.0, theta, z), out_axes=1)(jnp.eye(r))  # (d, r)
-    want = lr * so.gradient_covariance(so.MinibatchNoise(), prob, theta, b, replacement=replacement)
+    want = lr * so.curvature.gradient_covariance(so.MinibatchNoise(), prob, theta, b, replacement=replacement)
     np.testing.assert_allclose(sigma @ sigma.T, want, rtol=1e-12, atol=1e-15)
 
 

@@ -18,7 +18,7 @@ def small_mlp():
 def test_lambda_max_matches_dense_hessian(small_mlp):
     th = small_mlp.theta0
     want = np.linalg.eigvalsh(np.asarray(small_mlp.hessian(th))).max()
-    lam, v = jax.jit(lambda t: so.lambda_max(small_mlp, t, key=jr.key(1), n_iter=40))(th)
+    lam, v = jax.jit(lambda t: so.curvature.lambda_max(small_mlp, t, key=jr.key(1), n_iter=40))(th)
     assert float(lam) == pytest.approx(want, rel=1e-9)
     np.testing.assert_allclose(small_mlp.hvp(th, v), lam * v, atol=1e-6 * float(lam))
 
@@ -28,7 +28,7 @@ def test_training_path_is_the_engine_path(small_mlp, kind):
     th = small_mlp.theta0
     dyn = so.GD(small_mlp, 0.3) if kind == "gd" else so.SGD(small_mlp, 0.3, 8)
     key = jr.key(4)
-    hist = so.train_with_sharpness(dyn, th, key=key, n_steps=30, every=10, keep_params=True)
+    hist = so.stability.train_with_sharpness(dyn, th, key=key, n_steps=30, every=10, keep_params=True)
     ens = so.simulate(dyn, th, key=key, n_paths=1, n_steps=30, save_every=10)
     np.testing.assert_allclose(hist.params, ens.ys[0], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(hist.loss, jax.vmap(small_mlp.loss)(ens.ys[0]), rtol=1e-10)
@@ -43,12 +43,12 @@ def test_flow_and_departure_on_a_quadratic():
     prob = so.landscapes.quadratic(h)
     th0 = jnp.array([1.0, 1.0])
     for lr, departs in ((0.01, False), (0.55, True)):
-        hist = so.train_with_sharpness(so.GD(prob, lr), th0, key=jr.key(0), n_steps=40, every=2, keep_params=True)
+        hist = so.stability.train_with_sharpness(so.GD(prob, lr), th0, key=jr.key(0), n_steps=40, every=2, keep_params=True)
         np.testing.assert_allclose(hist.sharpness, 4.0, rtol=1e-10)
-        fp = so.gradient_flow_path(prob, th0, np.asarray(hist.steps) * lr, rtol=1e-10, atol=1e-12)
+        fp = so.stability.gradient_flow_path(prob, th0, np.asarray(hist.steps) * lr, rtol=1e-10, atol=1e-12)
         exact = jnp.exp(-jnp.outer(fp.ts, jnp.diag(h))) * th0
         np.testing.assert_allclose(fp.params, exact, atol=1e-8)
-        step, rel = so.departure_step(hist, fp, tol=0.05)
+        step, rel = so.stability.departure_step(hist, fp, tol=0.05)
         assert (step > 0) == departs, (lr, step, rel.max())
 
 
@@ -60,7 +60,7 @@ def test_edge_of_stability_small():
     jax.config.update("jax_enable_x64", False)  # as users run it; float64 only slows this down
     try:
         prob = so.problems.mlp_digits(key=jr.key(0), hidden=(16,), loss="mse", n_examples=128)
-        out = so.edge_of_stability(prob, prob.theta0, key=jr.key(1), lrs=[0.6], n_steps=900, every=30,
+        out = so.experiments.edge_of_stability(prob, prob.theta0, key=jr.key(1), lrs=[0.6], n_steps=900, every=30,
                                    batch_sizes=[8], flow_max_steps=20_000)
     finally:
         jax.config.update("jax_enable_x64", True)

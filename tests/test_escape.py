@@ -48,14 +48,14 @@ def test_rate_mle_and_fields():
 def test_kaplan_meier_is_empirical_survival_without_censoring_and_covers_truth():
     rng = np.random.default_rng(2)
     t = rng.exponential(1.0, 500)
-    km = so.kaplan_meier((t, np.ones_like(t, bool)))
+    km = so.escape.kaplan_meier((t, np.ones_like(t, bool)))
     grid = np.linspace(0.05, 2.5, 30)
     np.testing.assert_allclose(km(grid), np.mean(t[None, :] > grid[:, None], axis=1), atol=1e-12)
     # with censoring: the pointwise 95% band covers exp(-t) at most grid points
     misses = 0
     for seed in range(40):
         t, e = _censored_exponential(np.random.default_rng(100 + seed), 300, 1.0, 1.5)
-        km = so.kaplan_meier((t, e))
+        km = so.escape.kaplan_meier((t, e))
         idx = np.searchsorted(km.times, 1.0, side="right") - 1
         misses += not (km.low[idx] <= np.exp(-1.0) <= km.high[idx])
     assert misses <= 6  # 5% of 40 = 2 expected; binomial 99.9% bound
@@ -66,36 +66,36 @@ def test_memoryless_test_accepts_exponential_and_rejects_weibull():
     pvals = []
     for _ in range(200):
         t, e = _censored_exponential(rng, 300, 1.0, 2.0)
-        pvals.append(so.memoryless_test((t, e)).p_value)
+        pvals.append(so.escape.memoryless_test((t, e)).p_value)
     # p-values are ~uniform under the null: about 5% below 0.05
     assert np.mean(np.array(pvals) < 0.05) < 0.05 + 3 * np.sqrt(0.05 * 0.95 / 200)
     w = rng.weibull(2.0, 300)
-    res = so.memoryless_test((np.minimum(w, 2.0), w < 2.0))
+    res = so.escape.memoryless_test((np.minimum(w, 2.0), w < 2.0))
     assert res.p_value < 1e-6 and res.shape_low < 2.0 < res.shape_high
 
 
 def test_kramers_and_eyring_kramers_agree_in_one_dimension():
     temp = 0.1
-    k1 = so.kramers_rate(1.0, 4.0, -2.0, temp)
-    k2 = so.eyring_kramers_rate([[4.0]], [[-2.0]], 1.0, temp)
+    k1 = so.theory.kramers_rate(1.0, 4.0, -2.0, temp)
+    k2 = so.theory.eyring_kramers_rate([[4.0]], [[-2.0]], 1.0, temp)
     assert k1 == pytest.approx(k2)
     # separable d-D well: transverse directions with equal curvature at min and saddle cancel
-    k3 = so.eyring_kramers_rate(np.diag([4.0, 3.0, 7.0]), np.diag([-2.0, 3.0, 7.0]), 1.0, temp)
+    k3 = so.theory.eyring_kramers_rate(np.diag([4.0, 3.0, 7.0]), np.diag([-2.0, 3.0, 7.0]), 1.0, temp)
     assert k3 == pytest.approx(k1)
     with pytest.raises(ValueError, match="saddle"):
-        so.eyring_kramers_rate(np.eye(2), np.eye(2), 1.0, temp)
+        so.theory.eyring_kramers_rate(np.eye(2), np.eye(2), 1.0, temp)
 
 
 def test_exact_mean_exit_time_against_closed_forms():
     """Brownian motion (σ² = 2) on [0, 1] reflected at 0: T(x) = (1 − x²)/2. OU process to
     a level: compare with a direct double integral by scipy."""
-    t = so.mean_exit_time_1d(lambda x: 0 * x, lambda x: 2 + 0 * x, 0.3, 0.0, 1.0)
+    t = so.theory.mean_exit_time_1d(lambda x: 0 * x, lambda x: 2 + 0 * x, 0.3, 0.0, 1.0)
     assert t == pytest.approx((1 - 0.3**2) / 2, rel=1e-6)
     temp = 0.5
     u = lambda x: 0.5 * x**2
     inner = lambda y: integrate.quad(lambda z: np.exp((u(y) - u(z)) / temp) / temp, -8, y)[0]
     ref = integrate.quad(inner, 0.0, 1.5)[0]
-    got = so.mean_exit_time_1d(lambda x: -x, lambda x: 2 * temp + 0 * x, 0.0, -8.0, 1.5)
+    got = so.theory.mean_exit_time_1d(lambda x: -x, lambda x: 2 * temp + 0 * x, 0.0, -8.0, 1.5)
     assert got == pytest.approx(ref, rel=1e-5)
 
 
@@ -103,11 +103,11 @@ def test_xie_formula_limits():
     """s = 1 gives the exponent 2BΔL/(lr H_a): log τ is linear in 1/H_a with that slope."""
     lr, b, dl = 0.1, 4, 0.3
     h = np.array([1.0, 2.0, 4.0])
-    tau = np.array([so.xie_escape_time(dl, x, -1.0, lr, b, s=1.0) for x in h])
+    tau = np.array([so.theory.xie_escape_time(dl, x, -1.0, lr, b, s=1.0) for x in h])
     slope = np.polyfit(1 / h, np.log(tau), 1)[0]
     assert slope == pytest.approx(2 * b * dl / lr)
     with pytest.raises(ValueError, match="s must"):
-        so.xie_escape_time(dl, 1.0, -1.0, lr, b, s=2.0)
+        so.theory.xie_escape_time(dl, 1.0, -1.0, lr, b, s=2.0)
 
 
 def test_escape_vs_sharpness_shows_exponential_preference_only_for_hessian_noise():
@@ -117,11 +117,11 @@ def test_escape_vs_sharpness_shows_exponential_preference_only_for_hessian_noise
     of the exact quadrature times within 3 SEs, the two differ by far more, and every Monte
     Carlo mean time is within 15% of the exact one (dt = lr: noisy GD, not the SDE itself)."""
     lam = np.array([1.25, 1.6, 2.0, 2.5])
-    hess = so.escape_vs_sharpness(lam, noise="hessian", key=jr.key(0), n_paths=400, progress=False)
-    iso = so.escape_vs_sharpness(lam, noise="isotropic", key=jr.key(1), n_paths=400, progress=False)
+    hess = so.experiments.escape_vs_sharpness(lam, noise="hessian", key=jr.key(0), n_paths=400, progress=False)
+    iso = so.experiments.escape_vs_sharpness(lam, noise="isotropic", key=jr.key(1), n_paths=400, progress=False)
     slopes = []
     for st in (hess, iso):
-        s_mc, se = so.fit_log_slope(1 / lam, st.mean_time, st.mean_low, st.mean_high)
+        s_mc, se = so.experiments.fit_log_slope(1 / lam, st.mean_time, st.mean_low, st.mean_high)
         s_exact = np.polyfit(1 / lam, np.log(st.exact), 1)[0]
         assert abs(s_mc - s_exact) < 3 * se, (st.noise, s_mc, s_exact, se)
         assert np.all(np.abs(st.mean_time / st.exact - 1) < 0.15)

@@ -50,7 +50,7 @@ def test_double_well_mean_exit_time_matches_exact_quadrature_and_kramers():
     Kramers within Kramers' own O(T/ΔL) error."""
     temp, h = 1 / 3, 1.0
     dyn, a, grad = _double_well(h=h, temp=temp)
-    exact = so.mean_exit_time_1d(lambda x: -grad(x), lambda x: 2 * temp + 0 * x, -a, -3 * a, 0.5 * a)
+    exact = so.theory.mean_exit_time_1d(lambda x: -grad(x), lambda x: 2 * temp + 0 * x, -a, -3 * a, 0.5 * a)
     dt, n = 0.004, 1500
     ex = so.first_exit(dyn, jnp.array([-a]), so.HalfSpace(jnp.array([1.0]), 0.5 * a), key=jr.key(0),
                        n_paths=n, max_steps=int(10 * exact / dt), dt=dt, bridge=True)
@@ -58,7 +58,7 @@ def test_double_well_mean_exit_time_matches_exact_quadrature_and_kramers():
     assert bool(jnp.all(ex.exited))
     se = t.std(ddof=1) / np.sqrt(n)
     assert abs(t.mean() - exact) < 3 * se, (t.mean(), exact, se)
-    kramers = 1 / so.kramers_rate(h, 8.0, -4.0, temp)
+    kramers = 1 / so.theory.kramers_rate(h, 8.0, -4.0, temp)
     assert abs(kramers - exact) / exact < temp / h  # Kramers' bias is O(T/ΔL)
     assert abs(t.mean() - kramers) / kramers < temp / h + 3 * se / kramers
 

@@ -57,7 +57,7 @@ def test_minibatch_covariance_equals_enumerated_batches_with_replacement(small, 
     d = so.MinibatchNoise().covariance(prob, theta)
     np.testing.assert_allclose(_population_cov(g) * batch_size, d, rtol=1e-11, atol=1e-14)
     np.testing.assert_allclose(
-        _population_cov(g), so.gradient_covariance(so.MinibatchNoise(), prob, theta, batch_size), rtol=1e-11,
+        _population_cov(g), so.curvature.gradient_covariance(so.MinibatchNoise(), prob, theta, batch_size), rtol=1e-11,
         atol=1e-14,
     )
 
@@ -69,7 +69,7 @@ def test_minibatch_covariance_equals_enumerated_subsets_without_replacement(smal
     n = prob.n_examples
     idx = jnp.array(list(itertools.combinations(range(n), batch_size)))
     g = _batch_grads(prob, theta, idx)
-    want = so.gradient_covariance(so.MinibatchNoise(), prob, theta, batch_size, replacement=False)
+    want = so.curvature.gradient_covariance(so.MinibatchNoise(), prob, theta, batch_size, replacement=False)
     np.testing.assert_allclose(_population_cov(g), want, rtol=1e-11, atol=1e-14)
     d = so.MinibatchNoise().covariance(prob, theta)
     np.testing.assert_allclose(want, (n - batch_size) / (n - 1) / batch_size * d, rtol=1e-13, atol=1e-16)
@@ -86,13 +86,13 @@ def test_minibatch_covariance_matches_real_sgd_steps(small, replacement):
     ens = so.simulate(so.SGD(prob, lr, b, replacement=replacement), theta, key=jr.key(1), n_paths=40_000, n_steps=1)
     g = (theta - ens.ys[:, 1]) / lr
     cov, se = cov_and_se(g)
-    want = so.gradient_covariance(so.MinibatchNoise(), prob, theta, b, replacement=replacement)
+    want = so.curvature.gradient_covariance(so.MinibatchNoise(), prob, theta, b, replacement=replacement)
     assert np.all(np.abs(cov - want) <= 5 * se), (cov, want, se)
     mean_se = jnp.sqrt(jnp.diag(cov) / g.shape[0])
     assert np.all(np.abs(g.mean(0) - prob.grad(theta)) <= 5 * mean_se)
     # the test has power: the other sampling scheme's covariance differs by (N−B)/(N−1) = 0.6,
     # which is far outside the tolerance on the diagonal
-    other = so.gradient_covariance(so.MinibatchNoise(), prob, theta, b, replacement=not replacement)
+    other = so.curvature.gradient_covariance(so.MinibatchNoise(), prob, theta, b, replacement=not replacement)
     assert np.all(np.abs(jnp.diag(cov) - jnp.diag(other)) > 10 * jnp.diag(se))
 
 

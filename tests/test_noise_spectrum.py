@@ -52,23 +52,23 @@ def test_streaming_matches_dense_eigh(mlp):
 
 def test_noise_trace_and_operator(mlp):
     prob, p, dense = mlp
-    assert float(so.noise_trace(prob, p)) == pytest.approx(np.trace(dense), rel=1e-12)
-    assert float(so.noise_trace(prob, p, chunk_size=7)) == pytest.approx(np.trace(dense), rel=1e-12)
+    assert float(so.curvature.noise_trace(prob, p)) == pytest.approx(np.trace(dense), rel=1e-12)
+    assert float(so.curvature.noise_trace(prob, p, chunk_size=7)) == pytest.approx(np.trace(dense), rel=1e-12)
     v = jr.normal(jr.key(0), p.shape)
-    mv = jax.jit(lambda p, v: [so.noise_operator(prob, p, chunk_size=c).mv(v) for c in (None, 7)])
+    mv = jax.jit(lambda p, v: [so.curvature.noise_operator(prob, p, chunk_size=c).mv(v) for c in (None, 7)])
     for out in mv(p, v):
         np.testing.assert_allclose(out, dense @ np.asarray(v), atol=1e-12)
-    gc = so.centred_gradients(prob, p)
+    gc = so.curvature.centred_gradients(prob, p)
     np.testing.assert_allclose(gc.T @ gc / gc.shape[0], dense, atol=1e-12)
 
 
 def test_noise_of_a_parameter_group(mlp):
     prob, p, dense = mlp
-    start, size = so.parameter_groups(prob)["1/w"]
+    start, size = so.curvature.parameter_groups(prob)["1/w"]
     block = dense[start : start + size, start : start + size]
     vals, vecs = so.noise_eigs(prob, p, 3, group="1/w")
     check_top(vals, vecs, block, 3)
-    assert float(so.noise_trace(prob, p, group=(1, "w"))) == pytest.approx(np.trace(block), rel=1e-12)
+    assert float(so.curvature.noise_trace(prob, p, group=(1, "w"))) == pytest.approx(np.trace(block), rel=1e-12)
 
 
 def test_noise_estimators_compile_once_under_jit_and_vmap(regression):
@@ -76,7 +76,7 @@ def test_noise_estimators_compile_once_under_jit_and_vmap(regression):
     ps = p + 0.05 * jr.normal(jr.key(1), (3, p.shape[0]))
     for name, f in {
         "noise_eigs": lambda p: so.noise_eigs(prob, p, 2)[0],
-        "noise_trace": lambda p: so.noise_trace(prob, p),
+        "noise_trace": lambda p: so.curvature.noise_trace(prob, p),
     }.items():
         f(ps[0])
         with count_compiles() as c:
@@ -103,4 +103,4 @@ def test_noise_bad_input(mlp, regression):
     with pytest.raises(ValueError, match="needs a finite-sum problem"):
         so.noise_eigs(so.landscapes.quadratic(jnp.eye(2)), jnp.ones(2), 1)
     with pytest.raises(ValueError, match="chunk_size must be >= 1"):
-        so.noise_trace(prob, p, chunk_size=0)
+        so.curvature.noise_trace(prob, p, chunk_size=0)

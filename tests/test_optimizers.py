@@ -1,4 +1,4 @@
-"""Optimizers as ODEs and SDEs (sde_opt._optimizers), checked against their discrete optimizers.
+"""Optimizers as ODEs and SDEs (sde_opt.optimizers), checked against their discrete optimizers.
 
 Orders are measured as fitted log–log slopes of the error against the model's natural step
 ``dt`` (the SDE time of one optimizer step: √lr for momentum and Nesterov, lr for the RMSprop
@@ -39,15 +39,15 @@ def _flow_reference(model, theta0, t1, steps=2048):
 
 FLOWS = {
     # name: (model at natural step h, values of h, horizon)
-    "heavy_ball": (lambda h: so.HeavyBall.from_friction(DOUBLE_WELL, h, 1.0), [0.1, 0.05, 0.025], 2.0),
-    "nesterov": (lambda h: so.NesterovFlow(DOUBLE_WELL, h**2), [0.1, 0.05, 0.025], 2.0),
-    "adagrad": (lambda lr: so.AdaGradFlow.from_accumulator(DOUBLE_WELL, lr, 0.5), [0.2, 0.1, 0.05], 1.0),
-    "rmsprop": (lambda lr: so.RMSpropFlow(DOUBLE_WELL, lr, 1 - lr, initial_scale=1.0), [0.04, 0.02, 0.01], 1.0),
+    "heavy_ball": (lambda h: so.optimizers.HeavyBall.from_friction(DOUBLE_WELL, h, 1.0), [0.1, 0.05, 0.025], 2.0),
+    "nesterov": (lambda h: so.optimizers.NesterovFlow(DOUBLE_WELL, h**2), [0.1, 0.05, 0.025], 2.0),
+    "adagrad": (lambda lr: so.optimizers.AdaGradFlow.from_accumulator(DOUBLE_WELL, lr, 0.5), [0.2, 0.1, 0.05], 1.0),
+    "rmsprop": (lambda lr: so.optimizers.RMSpropFlow(DOUBLE_WELL, lr, 1 - lr, initial_scale=1.0), [0.04, 0.02, 0.01], 1.0),
     "rmsprop_global": (
-        lambda lr: so.RMSpropFlow(DOUBLE_WELL, lr, 1 - lr, initial_scale=1.0, per_coordinate=False),
+        lambda lr: so.optimizers.RMSpropFlow(DOUBLE_WELL, lr, 1 - lr, initial_scale=1.0, per_coordinate=False),
         [0.04, 0.02, 0.01], 1.0,
     ),
-    "adam": (lambda lr: so.AdamFlow(DOUBLE_WELL, lr, 1 - 2 * lr, 1 - lr), [0.04, 0.02, 0.01], 1.0),
+    "adam": (lambda lr: so.optimizers.AdamFlow(DOUBLE_WELL, lr, 1 - 2 * lr, 1 - lr), [0.04, 0.02, 0.01], 1.0),
 }
 
 
@@ -77,7 +77,7 @@ def test_rmsprop_from_zero_second_moment_has_a_half_order_initial_layer():
     """optax's default ``initial_scale=0`` makes RMSprop's first steps sign-like jumps of
     size ~√(lr/c): the flow (v(0) = 0, θ' ~ −sign(∇L)/√(ct)) is only matched to O(√lr).
     Measured slope 0.56."""
-    make = lambda lr: so.RMSpropFlow(DOUBLE_WELL, lr, 1 - lr)  # noqa: E731
+    make = lambda lr: so.optimizers.RMSpropFlow(DOUBLE_WELL, lr, 1 - lr)  # noqa: E731
     # the start is singular (θ' ~ 1/√t): an adaptive solver, not fixed-step Euler
     ref = np.asarray(so.solve_diffrax(make(0.01), THETA0, key=jr.key(0), n_paths=1, t1=1.0, ts=jnp.array([0.0, 1.0]),
                                       stepsize_controller=dfx.PIDController(rtol=1e-10, atol=1e-12),
@@ -95,7 +95,7 @@ def test_rmsprop_from_zero_second_moment_has_a_half_order_initial_layer():
 def test_models_solve_with_diffrax_on_their_full_state():
     """``solve_diffrax`` integrates the (θ, v) state and returns θ: Tsit5 agrees with the
     Richardson–Euler reference to 1e-6 for heavy ball and for Nesterov (singular friction)."""
-    for model in (so.HeavyBall.from_friction(DOUBLE_WELL, 0.1, 1.0), so.NesterovFlow(DOUBLE_WELL, 0.01)):
+    for model in (so.optimizers.HeavyBall.from_friction(DOUBLE_WELL, 0.1, 1.0), so.optimizers.NesterovFlow(DOUBLE_WELL, 0.01)):
         ens = so.solve_diffrax(model, THETA0, key=jr.key(0), n_paths=1, t1=2.0, ts=jnp.array([0.0, 2.0]),
                                stepsize_controller=dfx.PIDController(rtol=1e-10, atol=1e-12))
         assert ens.ys.shape == (1, 2, 2)
@@ -109,16 +109,16 @@ def test_models_solve_with_diffrax_on_their_full_state():
 SDES = {
     # name: (model at h, values of h, horizon, statistic, paths)
     "heavy_ball_sde": (
-        lambda h: so.HeavyBall.from_friction(LOGCOSH, h, 1.0, batch_size=1, noise=so.IsotropicNoise(1.0)),
+        lambda h: so.optimizers.HeavyBall.from_friction(LOGCOSH, h, 1.0, batch_size=1, noise=so.IsotropicNoise(1.0)),
         [0.2, 0.1, 0.05], 2.0, lambda y: y[:, 0], 400,
     ),
     "rmsprop_sde": (
-        lambda lr: so.RMSpropSDE(LOGCOSH, lr, 1, so.ScaledNoise(so.IsotropicNoise(1.0), 1 / lr**2), 1 - lr**2,
+        lambda lr: so.optimizers.RMSpropSDE(LOGCOSH, lr, 1, so.ScaledNoise(so.IsotropicNoise(1.0), 1 / lr**2), 1 - lr**2,
                                  initial_scale=1 / lr**2),
         [0.2828, 0.2, 0.1414], 1.0, lambda y: y[:, 0], 5000,
     ),
     "adam_sde_warm": (
-        lambda lr: so.AdamSDE(LOGCOSH, lr, 1, so.ScaledNoise(so.IsotropicNoise(1.0), 1 / lr**2), 1 - 2 * lr**2,
+        lambda lr: so.optimizers.AdamSDE(LOGCOSH, lr, 1, so.ScaledNoise(so.IsotropicNoise(1.0), 1 / lr**2), 1 - 2 * lr**2,
                               1 - lr**2, initial_scale=1 / lr**2, bias_correction=False),
         [0.2828, 0.2, 0.1414], 1.0, jax.vmap(LOGCOSH.loss), 5000,
     ),
@@ -140,7 +140,7 @@ def test_sde_weak_error_against_gaussian_noise_optimizer_is_first_order(name):
         model = make(h)
         dt = float(model.natural_dt())
         k = int(round(t1 / dt))
-        disc, cont = so.coupled_paths(model.discrete(), model, jnp.array([2.0]), key=jr.key(i), n_paths=n,
+        disc, cont = so.optimizers.coupled_paths(model.discrete(), model, jnp.array([2.0]), key=jr.key(i), n_paths=n,
                                       n_steps=k, refine=4, save_every=k)
         diff = np.asarray(stat(disc.final) - stat(cont.final))
         dts.append(dt)
@@ -158,7 +158,7 @@ def test_noisy_optax_sgd_is_the_euler_maruyama_step_of_sgd_sde_path_by_path():
     noise = so.HessianNoise(0.5)
     lr = 0.05
     sde = so.SGDSDE(prob, lr, 2, noise)
-    opt = so.NoisyOptax(prob, optax.sgd(lr), 2, noise, dt=lr)
+    opt = so.optimizers.NoisyOptax(prob, optax.sgd(lr), 2, noise, dt=lr)
     a = so.simulate(sde, jnp.ones(2), key=jr.key(3), n_paths=5, n_steps=20)
     b = so.simulate(opt, jnp.ones(2), key=jr.key(3), n_paths=5, n_steps=20)
     np.testing.assert_allclose(np.asarray(a.ys), np.asarray(b.ys), rtol=1e-12, atol=1e-12)
@@ -169,9 +169,9 @@ def test_coupled_paths_share_the_brownian_increment():
     so coupled paths stay close (their difference is a strong error), while independent
     paths would differ by about √2 times the spread of θ."""
     prob = so.landscapes.quadratic(jnp.eye(1))
-    model = so.HeavyBall.from_friction(prob, 0.1, 1.0, batch_size=1, noise=so.IsotropicNoise(1.0))
+    model = so.optimizers.HeavyBall.from_friction(prob, 0.1, 1.0, batch_size=1, noise=so.IsotropicNoise(1.0))
     for m in (4,):
-        disc, cont = so.coupled_paths(model.discrete(), model, jnp.ones(1), key=jr.key(0), n_paths=400,
+        disc, cont = so.optimizers.coupled_paths(model.discrete(), model, jnp.ones(1), key=jr.key(0), n_paths=400,
                                       n_steps=20, refine=m, save_every=20)
         assert disc.ys.shape == cont.ys.shape == (400, 2, 1)
         coupled = float(jnp.std(disc.final - cont.final))
@@ -191,8 +191,8 @@ OPTIMIZERS = {
     "adamw": optax.adamw(0.05, weight_decay=0.1),
     "lion": optax.lion(0.01),
     "clipped_adam": optax.chain(optax.clip_by_global_norm(0.5), optax.adam(0.05)),
-    "nesterov_sbc": so.nesterov_sbc(0.05),
-    "global_rmsprop": so.global_rmsprop(0.01),
+    "nesterov_sbc": so.optimizers.nesterov_sbc(0.05),
+    "global_rmsprop": so.optimizers.global_rmsprop(0.01),
 }
 
 
@@ -216,7 +216,7 @@ def test_optax_with_real_minibatches_and_with_gaussian_noise():
     prob = so.problems.linear_regression(key=jr.key(0), n_examples=16, dim=3)
     opt = OPTIMIZERS["clipped_adam"]
     for dyn in (so.OptaxDynamics(prob, opt, 4, replacement=False),
-                so.NoisyOptax(prob, opt, 4, so.MinibatchNoise(), dt=0.05)):
+                so.optimizers.NoisyOptax(prob, opt, 4, so.MinibatchNoise(), dt=0.05)):
         ens = so.simulate(dyn, jnp.zeros(3), key=jr.key(2), n_paths=64, n_steps=40, save_every=40)
         assert ens.n_diverged == 0
         assert float(jnp.std(ens.final[:, 0])) > 0  # the paths differ: the noise is there
@@ -230,17 +230,17 @@ def test_rmsprop_sde_and_adam_sde_coefficients():
     prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 2.0])))
     noise = so.DiagonalNoise(jnp.array([4.0, 9.0]))
     lr = 0.1
-    m = so.RMSpropSDE(prob, lr, 2, noise, decay=0.99, eps=0.0, initial_scale=1.0)
+    m = so.optimizers.RMSpropSDE(prob, lr, 2, noise, decay=0.99, eps=0.0, initial_scale=1.0)
     y = jnp.array([1.0, 1.0, 4.0, 16.0])  # θ = (1, 1), v = (4, 16)
     g = np.array([1.0, 2.0])
     np.testing.assert_allclose(m.drift(0.0, y), np.concatenate([-g / (lr * np.array([2.0, 4.0])),
                                                                  (0.01 / lr**2) * (np.array([2.0, 4.5]) - [4, 16])]))
     z = jnp.array([1.0, -1.0])
     np.testing.assert_allclose(m.diffusion_apply(0.0, y, z), [np.sqrt(2.0) / 2, -np.sqrt(4.5) / 4, 0, 0])
-    glob = so.RMSpropSDE(prob, lr, 2, noise, decay=0.99, eps=0.0, per_coordinate=False)
+    glob = so.optimizers.RMSpropSDE(prob, lr, 2, noise, decay=0.99, eps=0.0, per_coordinate=False)
     yg = jnp.array([1.0, 1.0, 9.0])
     np.testing.assert_allclose(glob.drift(0.0, yg)[2], (0.01 / lr**2) * (6.5 - 9.0))
-    a = so.AdamSDE(prob, lr, 2, noise, b1=0.9, b2=0.99, eps=0.0)
+    a = so.optimizers.AdamSDE(prob, lr, 2, noise, b1=0.9, b2=0.99, eps=0.0)
     y3 = jnp.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
     out = np.asarray(a.drift(0.0, y3))  # t = 0: m̂ = ∇L, v̂ = diag Σ_B
     np.testing.assert_allclose(out[:2], -g / (lr * np.sqrt([2.0, 4.5])))
@@ -250,34 +250,34 @@ def test_rmsprop_sde_and_adam_sde_coefficients():
 
 def test_discrete_counterparts_and_time_units():
     prob = so.problems.linear_regression(key=jr.key(0), n_examples=16, dim=2)
-    hb = so.HeavyBall(prob, 0.04, 0.9)
+    hb = so.optimizers.HeavyBall(prob, 0.04, 0.9)
     assert float(hb.natural_dt()) == pytest.approx(0.2) and float(hb.friction) == pytest.approx(0.5)
     assert isinstance(hb.discrete(), so.OptaxDynamics) and hb.discrete().batch_size is None
-    sde = so.RMSpropSDE(prob, 0.1, 4, so.MinibatchNoise())
+    sde = so.optimizers.RMSpropSDE(prob, 0.1, 4, so.MinibatchNoise())
     assert float(sde.natural_dt()) == pytest.approx(0.01)
-    assert isinstance(sde.discrete(), so.NoisyOptax)
+    assert isinstance(sde.discrete(), so.optimizers.NoisyOptax)
     real = sde.discrete(minibatch=True)
     assert isinstance(real, so.OptaxDynamics) and real.batch_size == 4 and float(real.natural_dt()) == pytest.approx(0.01)
-    assert float(so.AdaGradFlow(prob, 0.1).natural_dt()) == pytest.approx(0.01)
+    assert float(so.optimizers.AdaGradFlow(prob, 0.1).natural_dt()) == pytest.approx(0.01)
 
 
 def test_bad_inputs_raise_value_errors_that_name_the_fix():
     prob = so.problems.linear_regression(key=jr.key(0), n_examples=16, dim=2)
     with pytest.raises(ValueError, match="momentum"):
-        so.HeavyBall(prob, 0.01, 1.0)
+        so.optimizers.HeavyBall(prob, 0.01, 1.0)
     with pytest.raises(ValueError, match="noise="):
-        so.RMSpropSDE(prob, 0.1, 4, None)
+        so.optimizers.RMSpropSDE(prob, 0.1, 4, None)
     with pytest.raises(ValueError, match="batch_size"):
-        so.AdamSDE(prob, 0.1, 64, so.MinibatchNoise())
+        so.optimizers.AdamSDE(prob, 0.1, 64, so.MinibatchNoise())
     with pytest.raises(ValueError, match="lr"):
-        so.AdamFlow(prob, -1.0)
-    model = so.RMSpropSDE(prob, 0.1, 4, so.MinibatchNoise(), initial_scale=1.0)
+        so.optimizers.AdamFlow(prob, -1.0)
+    model = so.optimizers.RMSpropSDE(prob, 0.1, 4, so.MinibatchNoise(), initial_scale=1.0)
     with pytest.raises(ValueError, match="cannot be coupled"):
-        so.coupled_paths(so.OptaxDynamics(prob, optax.sgd(0.1), 4, lr=0.01), model, jnp.zeros(2), key=jr.key(0),
+        so.optimizers.coupled_paths(so.OptaxDynamics(prob, optax.sgd(0.1), 4, lr=0.01), model, jnp.zeros(2), key=jr.key(0),
                          n_paths=2, n_steps=2)
     with pytest.raises(ValueError, match="same hyperparameters"):
-        so.coupled_paths(model.discrete(), so.RMSpropSDE(prob, 0.2, 4, so.MinibatchNoise()), jnp.zeros(2),
+        so.optimizers.coupled_paths(model.discrete(), so.optimizers.RMSpropSDE(prob, 0.2, 4, so.MinibatchNoise()), jnp.zeros(2),
                          key=jr.key(0), n_paths=2, n_steps=2)
     with pytest.raises(ValueError, match="params"):
-        opt = so.nesterov_sbc(0.1)
+        opt = so.optimizers.nesterov_sbc(0.1)
         opt.update(jnp.ones(2), opt.init(jnp.ones(2)))

@@ -119,7 +119,7 @@ def test_teacher_student_shapes(getkey):
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to open a connection fails: the digits data must come from disk."""
-    problems._digits_arrays.cache_clear()
+    problems.digits.cache_clear()
 
     def refuse(*args, **kwargs):
         raise OSError("network access is disabled in this test")
@@ -127,7 +127,7 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     yield
-    problems._digits_arrays.cache_clear()
+    problems.digits.cache_clear()
 
 
 def test_digits_load_offline_with_expected_shapes(no_network, getkey):

@@ -13,15 +13,15 @@ import pytest
 from scipy import stats
 
 import sde_opt as so
-from sde_opt._radius_study import RadiusStudyConfig, exponent_table, fit_exponent, radius_study, well_family
-from sde_opt._stability import batch_factor, quantile_coverage, quantile_ranks
+from sde_opt.experiments import RadiusStudyConfig, exponent_table, fit_exponent, radius_study, well_family
+from sde_opt.stability import batch_factor, quantile_coverage, quantile_ranks
 
 
 # ----------------------------------------------------------------------------- linear / mean-square
 def test_gd_max_lr():
-    assert so.gd_max_lr(jnp.diag(jnp.array([1.0, 4.0]))) == pytest.approx(0.5)
+    assert so.stability.gd_max_lr(jnp.diag(jnp.array([1.0, 4.0]))) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="stable at every lr"):
-        so.gd_max_lr(-jnp.eye(2))
+        so.stability.gd_max_lr(-jnp.eye(2))
 
 
 def _random_psd(key, n, d):
@@ -41,7 +41,7 @@ def test_ms_operator_is_the_exact_expectation(getkey, replacement):
         batches = list(itertools.combinations(range(n), b))
     exp = sum((jnp.eye(d) - lr * hs[np.array(bt)].mean(0)) @ m @ (jnp.eye(d) - lr * hs[np.array(bt)].mean(0))
               for bt in batches) / len(batches)
-    t = so.MeanSquareStability(hs).operator(lr, b, replacement)
+    t = so.stability.MeanSquareStability(hs).operator(lr, b, replacement)
     np.testing.assert_allclose((t @ m.reshape(-1)).reshape(d, d), exp, rtol=1e-12, atol=1e-12)
 
 
@@ -52,7 +52,7 @@ def test_ms_max_lr_commuting_closed_form(replacement):
     h = np.array([[1.0, 3.0], [2.0, 1.0], [3.0, 2.5], [6.0, 0.5], [0.5, 2.0]])  # (N, d) diagonals
     n = h.shape[0]
     hs = jnp.asarray(np.stack([np.diag(r) for r in h]))
-    ms = so.MeanSquareStability(hs)
+    ms = so.stability.MeanSquareStability(hs)
     lam, s2 = h.mean(0), h.var(0)
     for b in (1, 2, 3, 5):
         c = batch_factor(n, b, replacement)
@@ -64,7 +64,7 @@ def test_ms_max_lr_commuting_closed_form(replacement):
 
 
 def test_ms_region_monotone_and_bounded(getkey):
-    ms = so.MeanSquareStability(_random_psd(getkey(), 12, 3))
+    ms = so.stability.MeanSquareStability(_random_psd(getkey(), 12, 3))
     for rep in (True, False):
         reg = ms.region(replacement=rep)
         lr = np.asarray(reg.max_lr)
@@ -78,14 +78,14 @@ def test_ms_region_monotone_and_bounded(getkey):
 def test_ms_from_problem_and_errors():
     prob = so.problems.linear_regression(key=jr.key(0), n_examples=10, dim=2)
     th = prob.info["minima"][0]
-    hs = so.per_example_hessians(prob, th)
+    hs = so.stability.per_example_hessians(prob, th)
     x = prob.data["x"]
     np.testing.assert_allclose(hs, jnp.einsum("ni,nj->nij", x, x), rtol=1e-12)
-    ms = so.MeanSquareStability.from_problem(prob, th)
+    ms = so.stability.MeanSquareStability.from_problem(prob, th)
     with pytest.raises(ValueError, match="batch_size=11 exceeds"):
         ms.max_lr(11)
     with pytest.raises(ValueError, match=r"\(N, d, d\)"):
-        so.MeanSquareStability(jnp.ones((3, 2)))
+        so.stability.MeanSquareStability(jnp.ones((3, 2)))
 
 
 # ----------------------------------------------------------------------------- Monte Carlo boundary
@@ -93,14 +93,14 @@ def test_ms_from_problem_and_errors():
 def regression():
     prob = so.problems.linear_regression(key=jr.key(3), n_examples=24, dim=3, noise_std=0.3)
     th = prob.info["minima"][0]
-    return prob, th, so.MeanSquareStability.from_problem(prob, th)
+    return prob, th, so.stability.MeanSquareStability.from_problem(prob, th)
 
 
 def test_growth_rate_is_log_spectral_radius(regression):
     """The cloning estimator of the growth of E‖e‖² against log ρ(T), within 4 standard errors."""
     prob, th, ms = regression
     for lr in (0.5 * ms.max_lr(2), 1.1 * ms.max_lr(2)):
-        g = so.moment_growth_rate(so.SGD(prob, lr, 2), th, key=jr.key(7), n_walkers=600, n_steps=200, burn_in=40)
+        g = so.stability.moment_growth_rate(so.SGD(prob, lr, 2), th, key=jr.key(7), n_walkers=600, n_steps=200, burn_in=40)
         want = math.log(ms.spectral_radius(lr, 2))
         assert abs(g.rate - want) < 4 * g.stderr + 1e-3 * abs(want), (lr, g.rate, g.stderr, want)
 
@@ -111,7 +111,7 @@ def test_mc_divergence_boundary_matches_mean_square_formula(regression, batch_si
     mean-square formula, and within 4 of its own standard errors."""
     prob, th, ms = regression
     want = ms.max_lr(batch_size, replacement)
-    mc = so.divergence_boundary(so.SGD(prob, 0.1, batch_size, replacement=replacement), th, key=jr.key(11),
+    mc = so.stability.divergence_boundary(so.SGD(prob, 0.1, batch_size, replacement=replacement), th, key=jr.key(11),
                                 n_walkers=600, n_steps=200, burn_in=40, n_bisect=8)
     se = (mc.high - mc.low) / (2 * 1.959964)
     assert abs(mc.lr / want - 1) < 0.02, (mc.lr, want)
@@ -127,10 +127,10 @@ def test_mc_boundary_nonquadratic_is_the_linearisation(getkey):
     newton = jax.jit(lambda th: th - jnp.linalg.solve(prob.hessian(th), prob.grad(th)))
     for _ in range(30):  # Newton to the minimum of the sum
         th = newton(th)
-    ms = so.MeanSquareStability.from_problem(prob, th)
+    ms = so.stability.MeanSquareStability.from_problem(prob, th)
     want = ms.max_lr(1)
     assert want < 0.97 * ms.gd_max_lr  # the per-example curvatures differ: SGD is less stable than GD
-    mc = so.divergence_boundary(so.SGD(prob, 0.1, 1), th, key=getkey(), n_walkers=400, n_steps=150, burn_in=30,
+    mc = so.stability.divergence_boundary(so.SGD(prob, 0.1, 1), th, key=getkey(), n_walkers=400, n_steps=150, burn_in=30,
                                 n_bisect=7)
     se = (mc.high - mc.low) / (2 * 1.959964)
     assert abs(mc.lr / want - 1) < 0.02 and abs(mc.lr - want) < 4 * se + 1e-4 * want, (mc.lr, want, se)
@@ -139,10 +139,10 @@ def test_mc_boundary_nonquadratic_is_the_linearisation(getkey):
 def test_growth_rate_errors(regression):
     prob, th, _ = regression
     with pytest.raises(ValueError, match="burn_in"):
-        so.moment_growth_rate(so.SGD(prob, 0.1, 1), th, key=jr.key(0), n_steps=10, burn_in=10)
+        so.stability.moment_growth_rate(so.SGD(prob, 0.1, 1), th, key=jr.key(0), n_steps=10, burn_in=10)
     opt = so.OptaxDynamics(prob, __import__("optax").sgd(0.1, momentum=0.9), 1)
     with pytest.raises(ValueError, match="carries optimizer state"):
-        so.moment_growth_rate(opt, th, key=jr.key(0), n_steps=10, burn_in=0)
+        so.stability.moment_growth_rate(opt, th, key=jr.key(0), n_steps=10, burn_in=0)
 
 
 # ----------------------------------------------------------------------------- order statistics
@@ -181,17 +181,17 @@ def test_radius_of_brownian_motion_matches_the_reflection_law(brownian_radius):
     for ti, t in enumerate(np.asarray(rad.ts)):
         curve = rad.curve([0.5, 0.25, 0.1, 0.02], time_index=ti)
         for d, r in zip(np.asarray(curve.delta), np.asarray(curve.radius)):
-            want = so.brownian_max_quantile(1 - d, t, dt=LR)
-            se = math.sqrt(d * (1 - d) / rad.n_paths) / so.brownian_max_pdf(want, t, dt=LR)
+            want = so.theory.brownian_max_quantile(1 - d, t, dt=LR)
+            se = math.sqrt(d * (1 - d) / rad.n_paths) / so.theory.brownian_max_pdf(want, t, dt=LR)
             assert abs(r - want) < 3.5 * se, (t, d, r, want, se)
     # the whole law: Kolmogorov–Smirnov distance below its 1% critical value
     x = np.sort(np.asarray(rad.max_excursion))
-    f = so.brownian_max_cdf(x, float(rad.ts[-1]), dt=LR)
+    f = so.theory.brownian_max_cdf(x, float(rad.ts[-1]), dt=LR)
     n = x.size
     ks = max(np.max(np.arange(1, n + 1) / n - f), np.max(f - np.arange(n) / n))
     assert ks < 1.63 / math.sqrt(n), ks
     # without the discrete-monitoring correction the law is visibly off
-    f0 = so.brownian_max_cdf(x, float(rad.ts[-1]))
+    f0 = so.theory.brownian_max_cdf(x, float(rad.ts[-1]))
     assert np.max(np.abs(np.arange(1, n + 1) / n - f0)) > 3 * 1.63 / math.sqrt(n)
 
 
@@ -201,10 +201,10 @@ def test_radius_interval_has_nominal_coverage(brownian_radius):
     x = np.asarray(brownian_radius.max_excursion).reshape(N_REP, N_PER)
     t = float(brownian_radius.ts[-1])
     for delta in (0.1, 0.5):
-        want = so.brownian_max_quantile(1 - delta, t, dt=LR)
+        want = so.theory.brownian_max_quantile(1 - delta, t, dt=LR)
         hits = 0
         for row in x:
-            _, lo, hi = so.quantile_interval(row, 1 - delta, 0.95)
+            _, lo, hi = so.stability.quantile_interval(row, 1 - delta, 0.95)
             hits += lo <= want <= hi
         nominal = quantile_coverage(N_PER, 1 - delta, 0.95)
         se = math.sqrt(nominal * (1 - nominal) / N_REP)
@@ -216,16 +216,16 @@ def test_one_sided_maximum():
     rad = so.stability_radius(_brownian(), jnp.zeros(1), key=jr.key(5), delta=0.2, n_steps=N_STEPS, n_paths=8000,
                               norm=lambda e: e[0])
     t = float(rad.ts[-1])
-    want = so.brownian_max_quantile(0.8, t, two_sided=False, dt=LR)
+    want = so.theory.brownian_max_quantile(0.8, t, two_sided=False, dt=LR)
     assert want == pytest.approx(stats.norm.ppf(0.9) * 2.0 - 0.5825971579390106 * 0.2, rel=1e-9)
-    se = math.sqrt(0.16 / 8000) / so.brownian_max_pdf(want, t, two_sided=False, dt=LR)
+    se = math.sqrt(0.16 / 8000) / so.theory.brownian_max_pdf(want, t, two_sided=False, dt=LR)
     assert abs(rad.radius - want) < 3.5 * se
 
 
 def test_brownian_law_series_agree():
     r = np.linspace(0.3, 4.0, 40)
-    f = so.brownian_max_cdf(r, 1.0)
-    assert float(so.brownian_max_cdf(1.0, 1.0)) == pytest.approx(0.370777, abs=1e-5)
+    f = so.theory.brownian_max_cdf(r, 1.0)
+    assert float(so.theory.brownian_max_cdf(1.0, 1.0)) == pytest.approx(0.370777, abs=1e-5)
     # the two series agree where both converge (u = t/r² around the switch at 1/2)
     from scipy import stats as st
 

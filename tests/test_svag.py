@@ -1,4 +1,4 @@
-"""SVAG (sde_opt._svag): the estimator's moments, and convergence to the SDE limit as ℓ grows.
+"""SVAG (sde_opt.optimizers): the estimator's moments, and convergence to the SDE limit as ℓ grows.
 
 The SGD case is checked against exact moments: on a 1-D finite sum of quadratics
 fᵢ(θ) = ½aᵢ(θ − cᵢ)² the gradient is affine, so E θ and E θ² of SVAG obey a closed
@@ -44,11 +44,11 @@ def _sde_moments(lr, batch, t, m=0.0, q=0.0):
 
 def test_svag_weights_and_estimator_moments():
     for ell in (1.0, 2.0, 8.0, 100.0):
-        w1, w2 = so.svag_weights(ell)
+        w1, w2 = so.optimizers.svag_weights(ell)
         assert float(w1 + w2) == pytest.approx(1.0) and float(w1**2 + w2**2) == pytest.approx(ell)
     th = jnp.array([0.7])
     keys = jax.vmap(lambda i: jr.fold_in(jr.key(0), i))(jnp.arange(40_000))
-    g = jax.jit(jax.vmap(lambda k: so.svag_gradient(PROB, th, k, 2, 4.0)))(keys)[:, 0]
+    g = jax.jit(jax.vmap(lambda k: so.optimizers.svag_gradient(PROB, th, k, 2, 4.0)))(keys)[:, 0]
     d = float(jnp.var(PROB.per_example_grads(th)[:, 0]))
     se_mean = float(jnp.std(g)) / np.sqrt(g.size)
     assert abs(float(g.mean()) - float(PROB.grad(th)[0])) < 4 * se_mean
@@ -62,7 +62,7 @@ def test_svag_sgd_converges_to_the_sde_like_one_over_ell():
     """lr = 0.5, B = 1, θ₀ = 0, t = 2, ℓ = 1, 2, 4, 8 (ℓ = 1 is SGD), statistic E θ².
 
     * exact: E θ²_SVAG − E θ²_SDE = 0.358, 0.154, 0.072, 0.035: slope −1.12 ∈ [−1.3, −0.7];
-    * engine (40,000 paths each, via so.svag_study): every SVAG estimate within 4 SE of
+    * engine (40,000 paths each, via so.experiments.svag_study): every SVAG estimate within 4 SE of
       its exact value, the differences to the exact SDE value above 3 SE, and their fitted
       slope within ±0.3 of −1;
     * the simulated SDE limit (Euler–Maruyama at lr/128) within 4 SE + its O(dt) bias of
@@ -72,7 +72,7 @@ def test_svag_sgd_converges_to_the_sde_like_one_over_ell():
     exact = np.array([_svag_moments(lr, 1, ell, int(round(t1 * ell / lr)))[1] for ell in ells])
     s_exact = np.polyfit(np.log(ells), np.log(exact - q_sde), 1)[0]
     assert -1.3 <= s_exact <= -0.7, s_exact
-    res = so.svag_study(lambda ell: so.SVAG(PROB, lr, 1, ell), ells, so.SVAG(PROB, lr, 1, 1).limit(), jnp.zeros(1),
+    res = so.experiments.svag_study(lambda ell: so.optimizers.SVAG(PROB, lr, 1, ell), ells, so.optimizers.SVAG(PROB, lr, 1, 1).limit(), jnp.zeros(1),
                         key=jr.key(1), n_paths=n, t1=t1, n_saves=1, statistic=lambda th: th[0] ** 2)
     mc, se = res["mean"][:, -1], res["se"][:, -1]
     print("exact", exact, "mc", mc, "se", se, "sde", q_sde, "limit", res["limit_mean"][-1], res["limit_se"][-1])
@@ -95,9 +95,9 @@ def test_adaptive_svag_statistics_converge_like_one_over_ell(which):
     th0 = jnp.array([3.0])
     s0 = float(jnp.var(PROB.per_example_grads(th0)))
     if which == "rmsprop":
-        make = lambda ell: so.svag_rmsprop(PROB, lr, 1, ell, decay=1 - 4 * lr**2, initial_scale=s0)  # noqa: E731
+        make = lambda ell: so.optimizers.svag_rmsprop(PROB, lr, 1, ell, decay=1 - 4 * lr**2, initial_scale=s0)  # noqa: E731
     else:
-        make = lambda ell: so.svag_adam(PROB, lr, 1, ell, b1=1 - 8 * lr**2, b2=1 - 4 * lr**2,  # noqa: E731
+        make = lambda ell: so.optimizers.svag_adam(PROB, lr, 1, ell, b1=1 - 8 * lr**2, b2=1 - 4 * lr**2,  # noqa: E731
                                         initial_scale=s0, bias_correction=False)
     means, ses = [], []
     for i, ell in enumerate(ells):
@@ -118,15 +118,15 @@ def test_adaptive_svag_statistics_converge_like_one_over_ell(which):
 
 
 def test_svag_plumbing():
-    dyn = so.SVAG(PROB, 0.2, 2, 8)
+    dyn = so.optimizers.SVAG(PROB, 0.2, 2, 8)
     assert float(dyn.natural_dt()) == pytest.approx(0.025)
     lim = dyn.limit()
     assert isinstance(lim, so.SGDSDE) and lim.batch_size == 2
-    assert isinstance(so.svag_limit_adam(PROB, 0.1, 2), so.AdamSDE)
-    assert isinstance(so.svag_limit_rmsprop(PROB, 0.1, 2), so.RMSpropSDE)
+    assert isinstance(so.optimizers.svag_limit_adam(PROB, 0.1, 2), so.optimizers.AdamSDE)
+    assert isinstance(so.optimizers.svag_limit_rmsprop(PROB, 0.1, 2), so.optimizers.RMSpropSDE)
     with pytest.raises(ValueError, match="ell"):
-        so.SVAG(PROB, 0.2, 2, 0.5)
+        so.optimizers.SVAG(PROB, 0.2, 2, 0.5)
     with pytest.raises(ValueError, match="finite-sum"):
-        so.SVAG(so.landscapes.quadratic(jnp.eye(1)), 0.2, 1, 2)
+        so.optimizers.SVAG(so.landscapes.quadratic(jnp.eye(1)), 0.2, 1, 2)
     with pytest.raises(ValueError, match="ell"):
-        so.svag_rmsprop(PROB, 0.1, 1, 0.5)
+        so.optimizers.svag_rmsprop(PROB, 0.1, 1, 0.5)

@@ -14,7 +14,7 @@ def test_track_gd_on_a_quadratic_matches_closed_form(getkey):
     lam = jnp.array([4.0, 2.5, 1.0, 0.5])
     prob = so.landscapes.quadratic(jnp.diag(lam))
     theta0 = jnp.ones(4)
-    hist = so.track(prob, optax.sgd(0.1), theta0, key=getkey(), n_steps=30, every=10, k=2, n_probes=4)
+    hist = so.curvature.track(prob, optax.sgd(0.1), theta0, key=getkey(), n_steps=30, every=10, k=2, n_probes=4)
     assert hist.step.tolist() == [0, 10, 20, 30]
     np.testing.assert_allclose(hist.sharpness, np.tile([4.0, 2.5], (4, 1)), rtol=1e-10)
     np.testing.assert_allclose(hist.trace_h, 8.0, rtol=1e-12)  # Rademacher probes: exact on a diagonal
@@ -31,7 +31,7 @@ OPT = optax.sgd(0.3)  # optax optimizers are closures: reuse the value to reuse 
 @pytest.fixture(scope="module")
 def run():
     prob = so.problems.mlp_digits(key=jr.key(1), hidden=(4,), n_examples=64)
-    hist = so.track(prob, OPT, prob.theta0, key=jr.key(2), n_steps=60, every=15, batch_size=8, k=2, n_probes=8)
+    hist = so.curvature.track(prob, OPT, prob.theta0, key=jr.key(2), n_steps=60, every=15, batch_size=8, k=2, n_probes=8)
     return prob, hist
 
 
@@ -44,7 +44,7 @@ def test_track_minibatch_mlp(run):
     # the last record is measured at the final parameters: same numbers as the one-off functions
     vals, _ = so.hessian_eigs(prob, hist.final, 2, key=jr.key(0))
     np.testing.assert_allclose(hist.sharpness[-1], vals, rtol=1e-6)
-    assert float(hist.trace_d[-1]) == pytest.approx(float(so.noise_trace(prob, hist.final)), rel=1e-10)
+    assert float(hist.trace_d[-1]) == pytest.approx(float(so.curvature.noise_trace(prob, hist.final)), rel=1e-10)
     np.testing.assert_allclose(hist.noise_values[-1], so.noise_eigs(prob, hist.final, 2)[0], rtol=1e-6)
     # warm starts: later records need fewer Lanczos steps than the cold first one
     assert np.mean(hist.lanczos_iters[1:]) < hist.lanczos_iters[0]
@@ -54,7 +54,7 @@ def test_track_compiles_once_and_saves(run, tmp_path):
     prob, hist = run
     theta, key = prob.theta0 + 0.01, jr.key(4)
     with count_compiles() as c:
-        so.track(prob, OPT, theta, key=key, n_steps=60, every=15, batch_size=8, k=2, n_probes=8)
+        so.curvature.track(prob, OPT, theta, key=key, n_steps=60, every=15, batch_size=8, k=2, n_probes=8)
     assert c.n == 0, c.names
     so.save(tmp_path / "hist", hist)
     back, _ = so.load(tmp_path / "hist")
@@ -64,10 +64,10 @@ def test_track_compiles_once_and_saves(run, tmp_path):
 def test_track_bad_input(run):
     prob, _ = run
     with pytest.raises(ValueError, match="every=100 exceeds n_steps=10"):
-        so.track(prob, optax.sgd(0.1), prob.theta0, key=jr.key(0), n_steps=10, every=100)
+        so.curvature.track(prob, optax.sgd(0.1), prob.theta0, key=jr.key(0), n_steps=10, every=100)
     with pytest.raises(ValueError, match="exceeds the dimension"):
-        so.track(prob, optax.sgd(0.1), prob.theta0, key=jr.key(0), n_steps=10, every=5, k=10_000)
+        so.curvature.track(prob, optax.sgd(0.1), prob.theta0, key=jr.key(0), n_steps=10, every=5, k=10_000)
     with pytest.raises(ValueError, match="optax GradientTransformation"):
-        so.track(prob, "sgd", prob.theta0, key=jr.key(0), n_steps=10, every=5)
+        so.curvature.track(prob, "sgd", prob.theta0, key=jr.key(0), n_steps=10, every=5)
     with pytest.raises(ValueError, match="does not exist"):
-        so.track(prob, optax.sgd(0.1), prob.theta0, key=jr.key(0), n_steps=10, every=5, group="2")
+        so.curvature.track(prob, optax.sgd(0.1), prob.theta0, key=jr.key(0), n_steps=10, every=5, group="2")

@@ -1,0 +1,49 @@
+"""Optimizers as ODEs and SDEs.
+
+Continuous models paired with their optax optimizers (heavy ball, Nesterov, AdaGrad,
+RMSprop, Adam; their SDEs), the optax transforms they correspond to, modified equations
+(implicit gradient regularisation), SVAG (Li, Malladi & Arora 2021) and the learning-rate
+scaling rules. Coupled discrete/continuous paths for strong-error studies.
+"""
+
+from ._modified import SGDModifiedFlow as SGDModifiedFlow, modified_loss as modified_loss
+from ._optimizers import (
+    AbstractOptimizerModel as AbstractOptimizerModel,
+    AdaGradFlow as AdaGradFlow,
+    AdamFlow as AdamFlow,
+    AdamSDE as AdamSDE,
+    HeavyBall as HeavyBall,
+    NesterovFlow as NesterovFlow,
+    NoisyOptax as NoisyOptax,
+    RMSpropFlow as RMSpropFlow,
+    RMSpropSDE as RMSpropSDE,
+    adam_moments as adam_moments,
+    coupled_paths as coupled_paths,
+    global_rmsprop as global_rmsprop,
+    nesterov_sbc as nesterov_sbc,
+    scale_by_global_rms as scale_by_global_rms,
+    scale_by_moments as scale_by_moments,
+)
+from ._scaling import (
+    linear_rule_quadratic as linear_rule_quadratic,
+    linear_scaling_rule as linear_scaling_rule,
+    sqrt_scaling_rule as sqrt_scaling_rule,
+)
+from ._svag import (
+    SVAG as SVAG,
+    SVAGOptax as SVAGOptax,
+    svag_adam as svag_adam,
+    svag_gradient as svag_gradient,
+    svag_limit_adam as svag_limit_adam,
+    svag_limit_rmsprop as svag_limit_rmsprop,
+    svag_rmsprop as svag_rmsprop,
+    svag_weights as svag_weights,
+)
+
+__all__ = [
+    "AbstractOptimizerModel", "AdaGradFlow", "AdamFlow", "AdamSDE", "HeavyBall", "NesterovFlow", "NoisyOptax",
+    "RMSpropFlow", "RMSpropSDE", "SGDModifiedFlow", "SVAG", "SVAGOptax", "adam_moments", "coupled_paths",
+    "global_rmsprop", "linear_rule_quadratic", "linear_scaling_rule", "modified_loss", "nesterov_sbc",
+    "scale_by_global_rms", "scale_by_moments", "sqrt_scaling_rule", "svag_adam", "svag_gradient",
+    "svag_limit_adam", "svag_limit_rmsprop", "svag_rmsprop", "svag_weights",
+]

@@ -1,0 +1,18 @@
+"""Plots of results (matplotlib, imported when a plot is drawn).
+
+Every function takes a result and an optional ``ax`` and returns the axes it drew on; none
+saves a file or sets a backend (the caller does: ``ax.figure.savefig(...)``).
+"""
+
+from ._curvature import plot_spectral_density as spectral_density
+from ._escape_plots import (
+    plot_escape_headline as escape_headline,
+    plot_escape_study as escape_study,
+    plot_rates as rates,
+    plot_sharp_to_flat as sharp_to_flat,
+)
+from ._experiments import plot_stationary_covariance as stationary_covariance
+from ._tracking import plot_history as history
+
+__all__ = ["escape_headline", "escape_study", "history", "rates", "sharp_to_flat", "spectral_density",
+           "stationary_covariance"]
