@@ -15,7 +15,6 @@ stable well past the boundary) and the median path (the almost-sure rate).
 from __future__ import annotations
 
 import math
-import pathlib
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -79,7 +78,7 @@ def compute(config: dict, key) -> dict:
     return out
 
 
-def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
+def plot(data: dict, meta: dict):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
@@ -135,8 +134,7 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
     cfg = meta["config"]
     fig.suptitle(f"Mean-square stability of SGD at the minimum of least squares "
                  f"(N = {cfg['n_examples']}, d = {cfg['dim']}, interpolating)", fontsize=10)
-    fig.savefig(png, dpi=130)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":
