@@ -98,22 +98,31 @@ class SharpnessHistory(eqx.Module):
         """``sharpness / (2/lr)`` per record."""
         return np.asarray(self.sharpness) * self.lr / 2.0
 
-    def summary(self, *, tol: float = 0.1, window: float = 0.5) -> dict:
+    def summary(self, *, tol: float = 0.1, window: float = 0.5) -> SharpnessSummary:
         """Over the last ``window`` of the records: the median, min and max of
         ``sharpness/(2/lr)``, the fraction of records within ``±tol`` of ``2/lr``, and the
         first step at which the sharpness came within ``tol`` of ``2/lr``."""
         r = self.ratio()
         last = r[int(len(r) * (1 - window)):]
         near = np.nonzero(np.abs(r - 1) <= tol)[0]
-        return {
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "median_ratio": float(np.median(last)),
-            "min_ratio": float(last.min()),
-            "max_ratio": float(last.max()),
-            "frac_within_tol": float(np.mean(np.abs(last - 1) <= tol)),
-            "first_step_near": int(np.asarray(self.steps)[near[0]]) if near.size else -1,
-        }
+        return SharpnessSummary(
+            lr=self.lr, batch_size=self.batch_size, median_ratio=float(np.median(last)), min_ratio=float(last.min()),
+            max_ratio=float(last.max()), frac_within_tol=float(np.mean(np.abs(last - 1) <= tol)),
+            first_step_near=int(np.asarray(self.steps)[near[0]]) if near.size else -1,
+        )
+
+
+class SharpnessSummary(eqx.Module):
+    """:meth:`SharpnessHistory.summary`: ``sharpness/(2/lr)`` over the last part of a run
+    (median, min, max, fraction within the tolerance of 1) and the first step within it (-1: never)."""
+
+    lr: float
+    batch_size: int
+    median_ratio: float
+    min_ratio: float
+    max_ratio: float
+    frac_within_tol: float
+    first_step_near: int
 
 
 @eqx.filter_jit
@@ -351,7 +360,7 @@ def edge_of_stability(
         hist = train_with_sharpness(GD(problem, lr), theta0, key=jr.fold_in(k_gd, i), n_steps=n_steps, every=every,
                                     keep_params=flow, max_iter=max_iter)
         s = hist.summary(tol=0.1)
-        med.append(s["median_ratio"]), within.append(s["frac_within_tol"]), first.append(s["first_step_near"])
+        med.append(s.median_ratio), within.append(s.frac_within_tol), first.append(s.first_step_near)
         if flow:
             fp = gradient_flow_path(problem, theta0, np.asarray(hist.steps) * lr, rtol=flow_rtol,
                                     atol=flow_rtol * 1e-2, max_steps=flow_max_steps)
@@ -370,11 +379,12 @@ def edge_of_stability(
         lrs=np.asarray(lrs), gd=tuple(gds), flow=tuple(flows), sgd_lr=sgd_lr,
         batch_sizes=np.asarray(list(batch_sizes), dtype=int), sgd=tuple(sgds), gd_median_ratio=np.asarray(med),
         gd_frac_within=np.asarray(within), gd_first_near=np.asarray(first, dtype=int),
-        sgd_median_ratio=np.asarray([h.summary()["median_ratio"] for h in sgds]),
+        sgd_median_ratio=np.asarray([h.summary().median_ratio for h in sgds]),
     )
 
 
 register_result(SharpnessHistory)
 register_result(FlowPath)
+register_result(SharpnessSummary)
 register_result(FlowComparison)
 register_result(EdgeOfStability)

@@ -80,3 +80,5 @@ def test_edge_of_stability_result_round_trip(tmp_path):
                                            batch_sizes=[2], flow_max_steps=2000)
     assert len(out.gd) == len(out.flow) == 2 and len(out.sgd) == 1 and out.gd[0].params.shape == (3, 0)
     round_trip(tmp_path, out, "eos")
+    s = round_trip(tmp_path, out.gd[0].summary(), "summary")
+    assert s.lr == 0.1 and s.batch_size == 0 and -1 <= s.first_step_near <= 20
