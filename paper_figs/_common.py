@@ -1,13 +1,15 @@
 """Shared plumbing of the figure scripts: command line, output folder, data file, timing.
 
-Every script ``paper_figs/<name>.py`` defines ``compute(config, key) -> dict of arrays``
-and ``plot(data, meta, png_path)`` and ends with ``run_figure(...)``:
+Every script ``paper_figs/<name>.py`` defines ``compute(config, key) -> result`` (a result
+of the library, or a dict / tuple of results and arrays) and ``plot(result, meta) -> figure``
+and ends with ``run_figure(...)``:
 
     python paper_figs/<name>.py [--fast] [--plot-only] [--out DIR] [--seed N]
 
 The compute stage writes ``DIR/<name>.npz`` + ``DIR/<name>.json`` with :func:`sde_opt.save`
-(config, key, package version); the plot stage reads them back with :func:`sde_opt.load`
-and writes ``DIR/<name>.png``, so restyling never recomputes (``--plot-only``).
+(config, key, package version); the plot stage reads the result back with :func:`sde_opt.load`,
+draws it with ``so.plot`` and :func:`save_figure` writes ``DIR/<name>.png``, so restyling
+never recomputes (``--plot-only``).
 ``DIR`` defaults to ``$SDE_OPT_FIG_OUT`` or ``paper_figs/out``.
 """
 
@@ -23,7 +25,6 @@ from collections.abc import Callable
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import jax.random as jr
-import numpy as np
 
 import sde_opt as so
 
@@ -49,12 +50,13 @@ def parse_args(name: str, description: str, argv=None) -> argparse.Namespace:
 def run_figure(
     name: str,
     description: str,
-    compute: Callable[[dict, object], dict],
-    plot: Callable[[dict, dict, pathlib.Path], None],
+    compute: Callable[[dict, object], object],
+    plot: Callable[[object, dict], object],
     *,
     full: dict,
     fast: dict,
     argv=None,
+    dpi: int = 130,
 ) -> pathlib.Path:
     """Parse the command line, run the compute stage (unless ``--plot-only``), then plot."""
     args = parse_args(name, description, argv)
@@ -67,11 +69,22 @@ def run_figure(
         config = dict(fast if args.fast else full, fast=args.fast, seed=args.seed)
         key = jr.key(args.seed)
         t0 = time.perf_counter()
-        data = compute(config, key)
-        so.save(stem, {k: np.asarray(v) for k, v in data.items()}, config=config, key=key)
+        result = compute(config, key)
+        so.save(stem, result, config=config, key=key)
         print(f"[{name}] computed in {time.perf_counter() - t0:.1f} s -> {stem}.npz/.json", flush=True)
-    data, meta = so.load(stem)
-    data = {k: np.asarray(v) for k, v in data.items()}
-    plot(data, meta, png)
+    result, meta = so.load(stem)
+    save_figure(plot(result, meta), png, dpi=dpi)
     print(f"[{name}] wrote {png}", flush=True)
+    return png
+
+
+def save_figure(fig, png: pathlib.Path, *, dpi: int = 130) -> pathlib.Path:
+    """Write a figure (or the figure of an axes, or of an array of axes) and close it."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not hasattr(fig, "savefig"):
+        fig = np.ravel(fig)[0].figure
+    fig.savefig(png, dpi=dpi)
+    plt.close(fig)
     return png

@@ -12,11 +12,8 @@ probes, the Gram trick for D).
 
 from __future__ import annotations
 
-import pathlib
-
 import _common
 import jax.random as jr
-import numpy as np
 import optax
 
 import sde_opt as so
@@ -36,28 +33,25 @@ def compute(config: dict, key) -> dict:
                                       n_examples=config["n_examples"])
         hist = so.curvature.track(prob, opt, prob.theta0, key=k_run, n_steps=config["n_steps"], every=config["every"],
                         batch_size=config["batch_size"], k=config["k"], n_probes=config["n_probes"])
-        for name, col in hist.columns().items():
-            out[f"{loss}/{name}"] = col
-        out[f"{loss}/dim"] = np.asarray(prob.theta0.shape[0])
-        out[f"{loss}/accuracy"] = np.asarray(so.problems.accuracy(prob, hist.final))
-        print(f"  {loss}: loss {hist.loss[-1]:.4f}, accuracy {float(out[f'{loss}/accuracy']):.3f}, "
+        acc = float(so.problems.accuracy(prob, hist.final))
+        out[loss] = {"history": hist, "dim": int(prob.theta0.shape[0]), "accuracy": acc}
+        print(f"  {loss}: loss {hist.loss[-1]:.4f}, accuracy {acc:.3f}, "
               f"slope {hist.slope[-1]:.3f}, overlap {hist.overlap[-1]:.2f}", flush=True)
     return out
 
 
-def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
+def plot(data: dict, meta: dict):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.2), constrained_layout=True)
     for loss, color in zip(LOSSES, ("C0", "C3")):
-        cols = {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith(f"{loss}/")}
-        so.plot.history(cols, axes, label={"ce": "cross-entropy", "mse": "squared error"}[loss], color=color)
+        so.plot.history(data[loss]["history"], axes, label={"ce": "cross-entropy", "mse": "squared error"}[loss],
+                        color=color)
     cfg = meta["config"]
     fig.suptitle(f"D against H over SGD training (digits MLP, {cfg['hidden']} hidden, N={cfg['n_examples']}, "
                  f"lr={cfg['lr']}, B={cfg['batch_size']})", fontsize=10)
-    fig.savefig(png, dpi=150)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":
-    _common.run_figure(NAME, __doc__.splitlines()[0], compute, plot, full=FULL, fast=FAST)
+    _common.run_figure(NAME, __doc__.splitlines()[0], compute, plot, full=FULL, fast=FAST, dpi=150)

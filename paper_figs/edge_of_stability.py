@@ -13,8 +13,6 @@ departure step (first time above 5%). (d) SGD at several batch sizes, lr fixed.
 
 from __future__ import annotations
 
-import pathlib
-
 import jax.random as jr
 import numpy as np
 
@@ -28,7 +26,7 @@ FAST = {"hidden": [16], "n_examples": 128, "lrs": [0.5], "n_steps": 400, "every"
         "sgd_lr": 0.5, "batch_sizes": [16], "flow_max_steps": 20_000}
 
 
-def compute(config: dict, key) -> dict:
+def compute(config: dict, key) -> so.experiments.EdgeOfStability:
     k_prob, k_run = jr.split(key)
     prob = so.problems.mlp_digits(key=k_prob, hidden=tuple(config["hidden"]), loss="mse",
                                   n_examples=config["n_examples"])
@@ -36,44 +34,39 @@ def compute(config: dict, key) -> dict:
                                every=config["every"], sgd_lr=config["sgd_lr"], batch_sizes=config["batch_sizes"],
                                flow_max_steps=config["flow_max_steps"])
     for i, lr in enumerate(config["lrs"]):
-        print(f"  GD lr={lr}: sharpness/(2/lr) over the last half: median {out['gd_median_ratio'][i]:.3f}, "
-              f"{100 * out['gd_frac_within'][i]:.0f}% of records within 10%; first within 10% at step "
-              f"{out['gd_first_near'][i]}; departs from the flow at step {out['gd_departure'][i]} "
-              f"(sharpness apart by 5% at {out['gd_sharpness_departure'][i]})", flush=True)
+        print(f"  GD lr={lr}: sharpness/(2/lr) over the last half: median {out.gd_median_ratio[i]:.3f}, "
+              f"{100 * out.gd_frac_within[i]:.0f}% of records within 10%; first within 10% at step "
+              f"{out.gd_first_near[i]}; departs from the flow at step {out.flow[i].departure} "
+              f"(sharpness apart by 5% at {out.flow[i].sharpness_departure})", flush=True)
     for j, b in enumerate(config["batch_sizes"]):
         print(f"  SGD lr={config['sgd_lr']} B={b}: median sharpness/(2/lr) over the last half "
-              f"{out['sgd_median_ratio'][j]:.3f}", flush=True)
-    # the flow stops where the adaptive solver ran out of steps: store a mask, not nan
-    for i in range(len(config["lrs"])):
-        ok = out[f"flow_{i}_reached"] & np.isfinite(out[f"flow_{i}_sharpness"])
-        out[f"flow_{i}_reached"] = ok
-        for name in ("loss", "sharpness", "rel_dist"):
-            out[f"flow_{i}_{name}"] = np.where(ok, out[f"flow_{i}_{name}"], 0.0)
+              f"{out.sgd_median_ratio[j]:.3f}", flush=True)
     return out
 
 
-def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
+def plot(out: so.experiments.EdgeOfStability, meta: dict):
     import matplotlib.pyplot as plt
 
     cfg = meta["config"]
-    lrs = data["lrs"]
+    lrs = out.lrs
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.3), constrained_layout=True)
     for i, lr in enumerate(lrs):
         c = f"C{i}"
-        steps = data[f"gd_{i}_steps"]
-        ok = data[f"flow_{i}_reached"].astype(bool)
-        axes[0].plot(steps, data[f"gd_{i}_sharpness"] * lr / 2, color=c, lw=1.3, label=f"GD lr = {lr:g}")
-        axes[0].plot(steps[ok], data[f"flow_{i}_sharpness"][ok] * lr / 2, color=c, ls="--", lw=1.2,
+        gd, fl = out.gd[i], out.flow[i]
+        steps = np.asarray(gd.steps)
+        ok = fl.reached & np.isfinite(fl.sharpness)  # the flow stops where the adaptive solver ran out of steps
+        axes[0].plot(steps, np.asarray(gd.sharpness) * lr / 2, color=c, lw=1.3, label=f"GD lr = {lr:g}")
+        axes[0].plot(steps[ok], fl.sharpness[ok] * lr / 2, color=c, ls="--", lw=1.2,
                      label=f"gradient flow, t = k·{lr:g}")
-        axes[1].plot(steps, data[f"gd_{i}_loss"], color=c, lw=1.2, label=f"GD lr = {lr:g}")
-        axes[1].plot(steps[ok], data[f"flow_{i}_loss"][ok], color=c, ls="--", lw=1.2, label="flow")
-        axes[2].plot(steps[ok], data[f"flow_{i}_rel_dist"][ok], color=c, lw=1.2, label=f"lr = {lr:g}")
-        dep = int(data["gd_departure"][i])
+        axes[1].plot(steps, np.asarray(gd.loss), color=c, lw=1.2, label=f"GD lr = {lr:g}")
+        axes[1].plot(steps[ok], fl.loss[ok], color=c, ls="--", lw=1.2, label="flow")
+        axes[2].plot(steps[ok], fl.rel_dist[ok], color=c, lw=1.2, label=f"lr = {lr:g}")
+        dep = fl.departure
         if dep > 0:
             axes[2].axvline(dep, color=c, ls=":", lw=1)
             axes[0].axvline(dep, color=c, ls=":", lw=1)
-    n = len(data[f"gd_0_steps"])
-    half = data["gd_0_steps"][n // 2]
+    steps0 = np.asarray(out.gd[0].steps)
+    half = steps0[len(steps0) // 2]
     axes[0].axhspan(0.9, 1.1, color="0.85", alpha=0.6, label="±10% of 2/lr")
     axes[0].axhline(1.0, color="k", lw=0.8)
     axes[0].axvline(half, color="0.4", lw=0.8, ls="-.")
@@ -92,13 +85,13 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
     axes[2].set_ylabel("‖θ_GD(k) − φ(k·lr)‖ / ‖φ(k·lr) − θ₀‖")
     axes[2].set_title("(c) distance from the gradient flow", fontsize=10)
     axes[2].legend(fontsize=7)
-    slr = float(data["sgd_lr"])
-    for j, b in enumerate(data["batch_sizes"]):
-        axes[3].plot(data[f"sgd_{j}_steps"], data[f"sgd_{j}_sharpness"] * slr / 2, color=f"C{j + 4}", lw=1.2,
-                     label=f"SGD B = {int(b)}: median {data['sgd_median_ratio'][j]:.2f}")
+    slr = out.sgd_lr
+    for j, (b, hist) in enumerate(zip(out.batch_sizes, out.sgd)):
+        axes[3].plot(np.asarray(hist.steps), np.asarray(hist.sharpness) * slr / 2, color=f"C{j + 4}", lw=1.2,
+                     label=f"SGD B = {int(b)}: median {out.sgd_median_ratio[j]:.2f}")
     if slr in list(lrs):
         i = list(lrs).index(slr)
-        axes[3].plot(data[f"gd_{i}_steps"], data[f"gd_{i}_sharpness"] * slr / 2, color="k", lw=1,
+        axes[3].plot(np.asarray(out.gd[i].steps), np.asarray(out.gd[i].sharpness) * slr / 2, color="k", lw=1,
                      label="GD (full batch)")
     axes[3].axhline(1.0, color="k", lw=0.8)
     axes[3].set_xlabel("step k")
@@ -107,8 +100,7 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
     axes[3].legend(fontsize=7)
     fig.suptitle(f"Edge of stability: tanh MLP {cfg['hidden']} on {cfg['n_examples']} digits, squared loss, "
                  f"λmax by Lanczos every {cfg['every']} steps inside the jitted loop", fontsize=10)
-    fig.savefig(png, dpi=130)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":

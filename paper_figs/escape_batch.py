@@ -20,23 +20,19 @@ def compute(cfg, key):
     st = so.experiments.escape_vs_batch(ratios, sharpness=cfg["sharpness"], barrier=cfg["barrier"], lr=cfg["lr"],
                             key=jr.fold_in(key, 0), n_paths=cfg["n_paths"], dt=cfg["dt"])
     print(st.table())
-    return st.as_arrays()
+    return st
 
 
-def plot(data, meta, png):
-    import matplotlib.pyplot as plt
-
+def plot(study, meta):
     cfg = meta["config"]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    st = dict(data, noise="hessian")
-    so.plot.escape_study([st], ax, inverse=False)
-    s, se = so.experiments.fit_log_slope(st["x"], st["mean_time"], st["mean_low"], st["mean_high"])
+    ax = so.plot.escape_study(study, inverse=False)
+    s, se = study.log_slope()
     pred = 2 * cfg["barrier"] / cfg["sharpness"]
     ax.set_xlabel("B / lr")
     ax.set_title(f"slope of log τ in B/lr: {s:.3f} ± {se:.3f} (exponent 2ΔL/λ = {pred:.3f})", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=130)
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 if __name__ == "__main__":

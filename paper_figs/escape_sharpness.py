@@ -18,8 +18,11 @@ def compute(cfg, key):
     return so.experiments.escape_headline({k: v for k, v in cfg.items() if k in so.experiments.HEADLINE}, key=key)
 
 
-def plot(data, meta, png):
-    so.plot.escape_headline(data, png, meta["config"])
+def plot(result, meta):
+    ax = so.plot.escape_headline(result)
+    ax.figure.set_size_inches(7, 4.8)
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ Papyan 2019), next to the density of the noise covariance D.
 
 from __future__ import annotations
 
-import pathlib
-
 import _common
 import jax.random as jr
 import numpy as np
@@ -27,35 +25,31 @@ def compute(config: dict, key) -> dict:
     prob = so.problems.mlp_digits(key=k_prob, hidden=(config["hidden"],), n_examples=config["n_examples"])
     hist = so.curvature.track(prob, optax.sgd(config["lr"]), prob.theta0, key=k_train, n_steps=config["n_steps"],
                     every=config["n_steps"], batch_size=config["batch_size"], k=1, n_probes=2)
-    out = {"dim": np.asarray(prob.theta0.shape[0]), "loss": np.asarray(hist.loss)}
+    out = {"dim": int(prob.theta0.shape[0]), "loss": np.asarray(hist.loss)}
     for stage, theta, k in (("init", prob.theta0, k_init), ("trained", hist.final, k_end)):
         kh, kd = jr.split(k)
         dens = so.curvature.hessian_density(prob, theta, key=kh, n_probes=config["n_probes"], n_iter=config["n_iter"])
         top, _ = so.hessian_eigs(prob, theta, config["k"], key=k_eig)
         noise = so.curvature.spectral_density(so.curvature.noise_operator(prob, theta), key=kd, n_probes=config["n_probes"],
                                     n_iter=config["n_iter"])
-        out |= {f"{stage}/nodes": dens.nodes, f"{stage}/weights": dens.weights, f"{stage}/top": top,
-                f"{stage}/noise_nodes": noise.nodes, f"{stage}/noise_weights": noise.weights}
+        out[stage] = {"hessian": dens, "noise": noise, "top": top}
         print(f"  {stage}: λmax {float(top[0]):.4g}, Tr H ≈ {float(dens.moment(1)) * out['dim']:.4g}", flush=True)
     return out
 
 
-def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
+def plot(data: dict, meta: dict):
     import matplotlib.pyplot as plt
 
-    dim = int(data["dim"])
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4), constrained_layout=True)
     for ax, stage in zip(axes, ("init", "trained")):
-        dens = so.curvature.SpectralDensity(nodes=data[f"{stage}/nodes"], weights=data[f"{stage}/weights"], dim=dim)
-        noise = so.curvature.SpectralDensity(nodes=data[f"{stage}/noise_nodes"], weights=data[f"{stage}/noise_weights"], dim=dim)
-        so.plot.spectral_density(dens, ax, outliers=data[f"{stage}/top"], label="Hessian H", color="C0")
-        so.plot.spectral_density(noise, ax, label="noise D", color="C1", alpha=0.8)
+        spectra = data[stage]
+        so.plot.spectral_density(spectra["hessian"], ax, outliers=spectra["top"], label="Hessian H", color="C0")
+        so.plot.spectral_density(spectra["noise"], ax, label="noise D", color="C1", alpha=0.8)
         ax.set_title(f"{stage} (loss {data['loss'][0 if stage == 'init' else -1]:.3g}); dotted: top "
-                     f"{len(data[f'{stage}/top'])} of H", fontsize=9)
+                     f"{len(spectra['top'])} of H", fontsize=9)
         ax.legend(fontsize=8)
-    fig.savefig(png, dpi=150)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":
-    _common.run_figure(NAME, __doc__.splitlines()[0], compute, plot, full=FULL, fast=FAST)
+    _common.run_figure(NAME, __doc__.splitlines()[0], compute, plot, full=FULL, fast=FAST, dpi=150)

@@ -17,8 +17,6 @@
 
 from __future__ import annotations
 
-import pathlib
-
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -38,21 +36,14 @@ def _problem():
 
 
 def compute(config: dict, key) -> dict:
-    out = {}
     kq = np.geomspace(1, 40, 60)
     hess = jnp.diag(jnp.array([1.0, 10.0]))
-    for i, lr in enumerate(BASE_LRS):
-        res = so.optimizers.linear_rule_quadratic(hess, lr, 1, kq)
-        out[f"quad_ratio_{i}"] = res["ratio"]
-        out[f"quad_kappa_max_{i}"] = res["kappa_max"]
-    out["quad_kappas"] = kq
+    out = {"quadratic": tuple(so.optimizers.linear_rule_quadratic(hess, lr, 1, kq) for lr in BASE_LRS), "adam": {}}
 
     prob = _problem()
     y0 = jnp.zeros(2)
-    res = so.experiments.linear_rule_breakdown(prob, 0.05, 2, config["sgd_kappas"], y0, key=jr.fold_in(key, 0),
-                                   n_paths=config["n_paths"], t1=config["t_sgd"])
-    for k, v in res.items():
-        out[f"sgd_{k}"] = np.asarray(v)
+    out["sgd"] = so.experiments.linear_rule_breakdown(prob, 0.05, 2, config["sgd_kappas"], y0, key=jr.fold_in(key, 0),
+                                                      n_paths=config["n_paths"], t1=config["t_sgd"])
 
     base = dict(lr=0.02, batch_size=2, b1=0.98, b2=0.99, dt=0.02**2)
 
@@ -66,22 +57,20 @@ def compute(config: dict, key) -> dict:
         return {**sqrt_rule(k, **hp), "lr": k * hp["lr"]}
 
     for tag, rule in (("sqrt", sqrt_rule), ("linear", linear_step)):
-        res = so.experiments.scaling_rule_sweep(make, rule, base, config["adam_kappas"], y0, key=jr.fold_in(key, 1),
-                                    n_paths=config["n_paths"], t1=config["t_adam"])
-        for k, v in res.items():
-            out[f"adam_{tag}_{k}"] = np.asarray(v)
+        out["adam"][tag] = so.experiments.scaling_rule_sweep(make, rule, base, config["adam_kappas"], y0,
+                                                             key=jr.fold_in(key, 1), n_paths=config["n_paths"],
+                                                             t1=config["t_adam"])
     return out
 
 
-def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
+def plot(data: dict, meta: dict):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.0), constrained_layout=True)
     ax = axes[0]
-    kq = data["quad_kappas"]
-    for i, lr in enumerate(BASE_LRS):
-        (line,) = ax.plot(kq, data[f"quad_ratio_{i}"], lw=1.5, label=f"base lr = {lr:g}")
-        ax.axvline(float(data[f"quad_kappa_max_{i}"]), color=line.get_color(), ls=":", lw=1)
+    for res, lr in zip(data["quadratic"], BASE_LRS):
+        (line,) = ax.plot(res.kappas, res.ratio, lw=1.5, label=f"base lr = {lr:g}")
+        ax.axvline(res.kappa_max, color=line.get_color(), ls=":", lw=1)
     ax.axhline(1.0, color="k", lw=1, alpha=0.5)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -92,12 +81,13 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
     ax.legend(fontsize=8)
 
     ax = axes[1]
-    b = data["sgd_batch_size"]
-    ax.errorbar(b, data["sgd_mean"], yerr=2 * data["sgd_se"], marker="o", capsize=3, label="SGD, linear rule")
-    sde, sse = float(data["sgd_sde_mean"]), float(data["sgd_sde_se"])
+    sgd = data["sgd"]
+    b = sgd.sweep.batch_size
+    ax.errorbar(b, sgd.sweep.mean, yerr=2 * sgd.sweep.se, marker="o", capsize=3, label="SGD, linear rule")
+    sde, sse = sgd.sde_mean, sgd.sde_se
     ax.axhspan(sde - 2 * sse, sde + 2 * sse, color="k", alpha=0.15)
     ax.axhline(sde, color="k", ls="--", lw=1, label="SDE (same for every κ)")
-    bstar = float(data["sgd_kappa_max"]) * b[0]
+    bstar = sgd.kappa_max * b[0]
     ax.axvline(bstar, color="C3", ls=":", label=f"κ·lr = 2/λ_max (B = {bstar:.0f})")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size B (lr = 0.025·B)")
@@ -107,8 +97,8 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
 
     ax = axes[2]
     for tag, label in (("sqrt", "square-root rule"), ("linear", "lr ×κ (linear)")):
-        ax.errorbar(data[f"adam_{tag}_batch_size"], data[f"adam_{tag}_mean"], yerr=2 * data[f"adam_{tag}_se"],
-                    marker="o", capsize=3, label=label)
+        sweep = data["adam"][tag]
+        ax.errorbar(sweep.batch_size, sweep.mean, yerr=2 * sweep.se, marker="o", capsize=3, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size B")
     ax.set_ylabel("E L at the same Adam-SDE time")
@@ -116,7 +106,7 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
     ax.legend(fontsize=8)
     cfg = meta["config"]
     fig.suptitle(f"Scaling rules against batch size ({cfg['n_paths']} paths per point; error bars 2 SE)", fontsize=10)
-    fig.savefig(png, dpi=130)
+    return fig
 
 
 if __name__ == "__main__":

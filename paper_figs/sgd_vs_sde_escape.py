@@ -18,37 +18,28 @@ NAME = "sgd_vs_sde_escape"
 
 
 def compute(cfg, key):
-    out = {}
+    results = []
     for i, (df, b) in enumerate(cfg["settings"]):
         res = so.experiments.sgd_vs_sde_escape(key=jr.fold_in(key, i), batch_size=b, df=df, lr=cfg["lr"],
                                    noise_std=cfg["noise_std"] * np.sqrt(b), n_paths=cfg["n_paths"],
                                    max_steps=cfg["max_steps"], dt_fine=cfg["dt_fine"])
-        exact = res.pop("exact")
-        tag = f"s{i}"
-        for name, er in res.items():
-            print(f"df={df} B={b:3d} {name:12s} {er}")
-        print(f"df={df} B={b:3d} exact SDE mean time {exact:.4g}")
-        out[f"{tag}_names"] = np.array(list(res))
-        out[f"{tag}_exact_rate"] = np.array(1.0 / exact)
-        for f in ("rate", "low", "high"):
-            out[f"{tag}_{f}"] = np.array([getattr(er, f) for er in res.values()])
-    return out
+        print(f"df={df} B={b:3d}\n{res.table()}")
+        results.append(res)
+    return tuple(results)
 
 
-def plot(data, meta, png):
+def plot(results, meta):
     import matplotlib.pyplot as plt
 
     settings = meta["config"]["settings"]
     fig, axes = plt.subplots(1, len(settings), figsize=(4.5 * len(settings), 4), sharey=True)
-    for i, (ax, (df, b)) in enumerate(zip(np.atleast_1d(axes), settings)):
-        t = f"s{i}"
-        so.plot.rates([str(n) for n in data[f"{t}_names"]], data[f"{t}_rate"], data[f"{t}_low"], data[f"{t}_high"], ax)
-        ax.axhline(float(data[f"{t}_exact_rate"]), color="k", ls="--", lw=1, label="exact SDE (1/mean time)")
+    for ax, res, (df, b) in zip(np.atleast_1d(axes), results, settings):
+        so.plot.rates(res, ax)
         noise = "Gaussian" if df is None else f"Student-t({df:g})"
         ax.set_title(f"{noise} per-example gradients, B = {b}", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(png, dpi=130)
+    return fig
 
 
 if __name__ == "__main__":

@@ -20,11 +20,10 @@ NAME = "sharp_to_flat"
 def compute(cfg, key):
     res = so.experiments.sharp_to_flat(key=key, lr=cfg["lr"], n_steps=cfg["n_steps"], n_paths=cfg["n_paths"])
     print(res.table())
-    return {"fraction": res.fraction, "stderr": res.stderr, "mean_exit_time": res.mean_exit_time,
-            "names": np.array(res.names)}
+    return res
 
 
-def plot(data, meta, png):
+def plot(res, meta):
     import matplotlib.pyplot as plt
 
     cfg = meta["config"]
@@ -39,10 +38,10 @@ def plot(data, meta, png):
     axes[0].plot(m[:, 0], m[:, 1], "w*", ms=12)
     axes[0].set_title("landscape (sharp minimum left, flat right)", fontsize=9)
     axes[0].set_aspect("equal")
-    so.plot.sharp_to_flat([str(n) for n in data["names"]], data["fraction"], data["stderr"], axes[1])
+    so.plot.sharp_to_flat(res, axes[1])
     axes[1].set_title(f"escaped within {cfg['n_steps']} steps (lr {cfg['lr']}), equal Tr D", fontsize=9)
     fig.tight_layout()
-    fig.savefig(png, dpi=130)
+    return fig
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ fitted exponent p of r ∝ κ^p in the legend; the claim is p = −1 (grey guide
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -22,33 +21,13 @@ import numpy as np
 
 import _common
 import sde_opt as so
-from sde_opt.experiments import RadiusStudyConfig, exponent_table, radius_study
+from sde_opt.experiments import RadiusStudyConfig, radius_study
 
 NAME = "stability_radius"
 FULL = {"study": dataclasses.asdict(RadiusStudyConfig()), "bm_paths": 50_000, "bm_steps": 200, "bm_lr": 0.02}
 FAST = {"study": dataclasses.asdict(RadiusStudyConfig(kappas=(1.0, 3.0, 9.0), n_paths=300, substeps=4,
                                                       horizon=5.0)),
         "bm_paths": 2000, "bm_steps": 50, "bm_lr": 0.08}
-
-
-def _packed(data: dict) -> dict:
-    """Non-finite entries (unstable or diverged settings) saved as a mask plus zeros."""
-    out = {}
-    for k, v in data.items():
-        v = np.asarray(v, dtype=np.float64)
-        ok = np.isfinite(v)
-        out[k] = np.where(ok, v, 0.0)
-        if not ok.all():
-            out[f"{k}__finite"] = ok
-    return out
-
-
-def _unpacked(data: dict) -> dict:
-    out = {k: np.asarray(v) for k, v in data.items() if not k.endswith("__finite")}
-    for k in list(out):
-        if f"{k}__finite" in data:
-            out[k] = np.where(np.asarray(data[f"{k}__finite"]), out[k], np.nan)
-    return out
 
 
 def compute(config: dict, key) -> dict:
@@ -58,16 +37,14 @@ def compute(config: dict, key) -> dict:
     bm = so.SGDSDE(flat, lr, 1, so.IsotropicNoise(1.0 / lr))  # σ = 1
     rad = so.stability_radius(bm, jnp.zeros(1), key=k_bm, delta=0.1, n_steps=steps, n_paths=config["bm_paths"])
     deltas = np.geomspace(0.01, 0.9, 40)
-    curve = rad.curve(deltas)
     t = float(rad.ts[-1])
-    out = {"bm_delta": deltas, "bm_radius": np.asarray(curve.radius), "bm_low": np.asarray(curve.low),
-           "bm_high": np.asarray(curve.high), "bm_t": np.asarray(t), "bm_dt": np.asarray(lr),
-           "bm_law": np.array([so.theory.brownian_max_quantile(1 - d, t, dt=lr) for d in deltas]),
-           "bm_law_continuous": np.array([so.theory.brownian_max_quantile(1 - d, t) for d in deltas])}
-    study = radius_study(RadiusStudyConfig(**config["study"]), key=k_study, progress=True)
-    print(exponent_table(study), flush=True)
-    out.update({f"study/{k}": v for k, v in study.items()})
-    return _packed(out)
+    brownian = {"delta": deltas, "curve": rad.curve(deltas), "t": t, "dt": lr,
+                "law": np.array([so.theory.brownian_max_quantile(1 - d, t, dt=lr) for d in deltas]),
+                "law_continuous": np.array([so.theory.brownian_max_quantile(1 - d, t) for d in deltas])}
+    cfg = RadiusStudyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["study"].items()})
+    study = radius_study(cfg, key=k_study, progress=True)
+    print(study.table(), flush=True)
+    return {"brownian": brownian, "study": study}
 
 
 STYLE = {("hessian", "sde"): ("C0", "-", "o"), ("hessian", "sgd"): ("C0", "--", "s"),
@@ -77,60 +54,57 @@ TITLES = {"quadratic": "no barrier (quadratic)", "fixed_barrier": "barrier fixed
           "fixed_width": "basin width fixed, barrier ∝ κ"}
 
 
-def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
+def plot(data: dict, meta: dict):
     import matplotlib.pyplot as plt
 
-    data = _unpacked(data)
-    cfg = meta["config"]["study"]
+    bm, study = data["brownian"], data["study"]
+    cfg = study.config
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.4), constrained_layout=True)
     ax = axes[0]
-    d = data["bm_delta"]
-    ax.fill_between(d, data["bm_low"], data["bm_high"], color="C0", alpha=0.25, lw=0, label="95% interval")
-    ax.plot(d, data["bm_radius"], "C0-", lw=1.5, label=f"simulated, every dt = {float(data['bm_dt']):g}")
-    ax.plot(d, data["bm_law"], "k--", lw=1.2, label="series law, BGK-shifted")
-    ax.plot(d, data["bm_law_continuous"], ":", color="0.5", lw=1.2, label="continuous-time law")
+    d, curve = bm["delta"], bm["curve"]
+    ax.fill_between(d, curve.low, curve.high, color="C0", alpha=0.25, lw=0, label="95% interval")
+    ax.plot(d, curve.radius, "C0-", lw=1.5, label=f"simulated, every dt = {bm['dt']:g}")
+    ax.plot(d, bm["law"], "k--", lw=1.2, label="series law, BGK-shifted")
+    ax.plot(d, bm["law_continuous"], ":", color="0.5", lw=1.2, label="continuous-time law")
     ax.set_xscale("log")
     ax.set_xlabel("δ")
     ax.set_ylabel("r(δ): (1−δ)-quantile of sup|W|")
-    ax.set_title(f"(a) Brownian motion, T = {float(data['bm_t']):g}", fontsize=10)
+    ax.set_title(f"(a) Brownian motion, T = {bm['t']:g}", fontsize=10)
     ax.legend(fontsize=7)
 
-    kappas = data["study/kappas"]
-    for ax, fam, letter in zip(axes[1:], cfg["families"], "bcd"):
-        first = [data[k][0] for k in data if k.startswith(f"study/{fam}/") and k.endswith("/radius")]
+    kappas = study.kappas
+    for ax, fam, letter in zip(axes[1:], cfg.families, "bcd"):
+        first = [st.radius[0] for st in study.settings if st.family == fam]
         anchor = float(np.nanmedian(first)) if first else 1.0
-        for noise in cfg["noises"]:
-            for dyn in cfg["dynamics"]:
-                name = f"study/{fam}/{noise}/{dyn}"
-                if f"{name}/radius" not in data:
-                    continue
-                color, ls, marker = STYLE[(noise, dyn)]
-                r, lo, hi = data[f"{name}/radius"], data[f"{name}/low"], data[f"{name}/high"]
-                p, plo, phi = data[f"{name}/fit"][:3]
-                lab = f"{'D=H' if noise == 'hessian' else 'D=σ²'}, {dyn}: p = {p:.2f} [{plo:.2f}, {phi:.2f}]"
-                pl, kl0, kl1 = data[f"{name}/fit_local"][[0, 5, 6]]
-                if np.isfinite(pl):
-                    lab += f"; local ({kl0:g}–{kl1:g}) {pl:.2f}"
-                ok = np.isfinite(r) & np.isfinite(hi)
-                n_inf = int(np.sum(np.isnan(r) & np.isfinite(data[f"{name}/escaped"])))
-                if n_inf:
-                    lab += f"; {n_inf} κ blew up"
-                ax.errorbar(kappas[ok], r[ok], yerr=np.stack([r[ok] - lo[ok], hi[ok] - r[ok]]), color=color, ls=ls,
-                            marker=marker, ms=4, capsize=2, lw=1.2, label=lab)
+        for st in study.settings:
+            if st.family != fam:
+                continue
+            color, ls, marker = STYLE[(st.noise, st.dynamics)]
+            r, lo, hi = st.radius, st.low, st.high
+            lab = f"{'D=H' if st.noise == 'hessian' else 'D=σ²'}, {st.dynamics}"
+            if st.fit is not None:
+                lab += f": p = {st.fit.exponent:.2f} [{st.fit.low:.2f}, {st.fit.high:.2f}]"
+            if st.fit_local is not None:
+                lab += f"; local ({st.fit_local.kappa_min:g}–{st.fit_local.kappa_max:g}) {st.fit_local.exponent:.2f}"
+            ok = np.isfinite(r) & np.isfinite(hi)
+            n_inf = int(np.sum(np.isnan(r) & np.isfinite(st.escaped)))
+            if n_inf:
+                lab += f"; {n_inf} κ blew up"
+            ax.errorbar(kappas[ok], r[ok], yerr=np.stack([r[ok] - lo[ok], hi[ok] - r[ok]]), color=color, ls=ls,
+                        marker=marker, ms=4, capsize=2, lw=1.2, label=lab)
         k0 = kappas[0]
         ax.plot(kappas, anchor * (kappas / k0) ** -1.0, color="0.6", lw=3, alpha=0.4, label="claim: r ∝ 1/κ")
-        ax.axvline(2 / cfg["lr"], color="k", lw=0.8, ls=":")
+        ax.axvline(2 / cfg.lr, color="k", lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("sharpness κ = ρ(H)")
-        ax.set_ylabel(f"r(δ = {cfg['delta']}) at T = {cfg['horizon']:g}")
+        ax.set_ylabel(f"r(δ = {cfg.delta}) at T = {cfg.horizon:g}")
         ax.set_title(f"({letter}) {TITLES[fam]}", fontsize=10)
         ax.legend(fontsize=6.5, loc="best")
-    fig.suptitle(f"Stochastic stability radius: lr = {cfg['lr']}, B = {cfg['batch_size']}; SDE at dt = lr/"
-                 f"{cfg['substeps']} (grid-corrected), real SGD with D(θ*) matched; dotted line: lr κ = 2",
+    fig.suptitle(f"Stochastic stability radius: lr = {cfg.lr}, B = {cfg.batch_size}; SDE at dt = lr/"
+                 f"{cfg.substeps} (grid-corrected), real SGD with D(θ*) matched; dotted line: lr κ = 2",
                  fontsize=10)
-    fig.savefig(png, dpi=130)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ stable well past the boundary) and the median path (the almost-sure rate).
 from __future__ import annotations
 
 import math
-import pathlib
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -38,28 +37,26 @@ def compute(config: dict, key) -> dict:
                                          noise_std=0.0)
     th = prob.info["minima"][0]
     ms = so.stability.MeanSquareStability.from_problem(prob, th)
-    out: dict = {"gd_max_lr": np.asarray(ms.gd_max_lr)}
+    out: dict = {"gd_max_lr": float(ms.gd_max_lr)}
     for tag, rep in (("rep", True), ("norep", False)):
         reg = ms.region(replacement=rep)
-        out[f"{tag}_batch"], out[f"{tag}_max_lr"] = np.asarray(reg.batch_sizes), np.asarray(reg.max_lr)
-        mc_lr, mc_lo, mc_hi = [], [], []
+        mc_batch, boundaries = [], []
         for j, b in enumerate(config["mc_batch_sizes"]):
             if not rep and b == prob.n_examples:
                 continue
             mc = so.stability.divergence_boundary(so.SGD(prob, 0.1, b, replacement=rep), th, key=jr.fold_in(k_mc, 2 * j + rep),
                                         n_walkers=config["n_walkers"], n_steps=config["n_steps"],
                                         burn_in=config["burn_in"], n_bisect=config["n_bisect"])
-            mc_lr.append(mc.lr), mc_lo.append(mc.low), mc_hi.append(mc.high)
+            mc_batch.append(b), boundaries.append(mc)
             print(f"  B={b:<3} replacement={rep!s:<5} MC lr*={mc.lr:.5f} [{mc.low:.5f}, {mc.high:.5f}]  "
                   f"formula {ms.max_lr(b, rep):.5f}", flush=True)
-        out[f"{tag}_mc_batch"] = np.asarray(config["mc_batch_sizes"][: len(mc_lr)])
-        out[f"{tag}_mc_lr"], out[f"{tag}_mc_low"], out[f"{tag}_mc_high"] = map(np.asarray, (mc_lr, mc_lo, mc_hi))
+        # the formula's region and the Monte Carlo boundary of real SGD at each batch size
+        out[tag] = {"region": reg, "mc_batch": np.asarray(mc_batch, dtype=int), "boundaries": tuple(boundaries)}
     # growth rate of E‖e‖² against lr at B = 1
     star = ms.max_lr(1)
     lrs = np.linspace(0.6, 1.3, config["curve_points"]) * star
-    out["curve_lr"], out["curve_star"] = lrs, np.asarray(star)
-    out["curve_formula"] = np.array([math.log(ms.spectral_radius(lr, 1)) for lr in lrs])
-    clone, clone_se, naive, median = [], [], [], []
+    formula = np.array([math.log(ms.spectral_radius(lr, 1)) for lr in lrs])
+    growth, naive, median = [], [], []
     n, steps = config["n_paths"], config["path_steps"]
     u0 = jr.normal(jr.fold_in(k_path, 1), (n, prob.dim if prob.dim else config["dim"]))
     u0 = u0 / jnp.linalg.norm(u0, axis=1, keepdims=True)
@@ -67,44 +64,48 @@ def compute(config: dict, key) -> dict:
     for i, lr in enumerate(lrs):
         g = so.stability.moment_growth_rate(so.SGD(prob, lr, 1), th, key=jr.fold_in(k_curve, i), n_walkers=config["n_walkers"],
                                   n_steps=config["n_steps"], burn_in=config["burn_in"])
-        clone.append(g.rate), clone_se.append(g.stderr)
+        growth.append(g)
         ens = so.simulate(so.SGD(prob, lr, 1), th + u0, key=jr.fold_in(k_path, i), n_paths=n, n_steps=steps,
                           save_every=k1)
         e2 = np.asarray(jnp.sum((ens.ys - th) ** 2, axis=-1), dtype=np.float64)  # (n, S)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             naive.append(np.log(np.mean(e2[:, -1]) / np.mean(e2[:, 1])) / (steps - k1))
             median.append(np.median(np.log(e2[:, -1] / e2[:, 1])) / (steps - k1))
-    out["curve_clone"], out["curve_clone_se"] = np.asarray(clone), np.asarray(clone_se)
-    out["curve_naive"], out["curve_median"] = np.asarray(naive), np.asarray(median)
+    out["curve"] = {"lr": lrs, "star": float(star), "formula": formula, "growth": tuple(growth),
+                    "naive": np.asarray(naive), "median": np.asarray(median)}
     return out
 
 
-def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
+def plot(data: dict, meta: dict):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
     ax = axes[0]
+    mc = {tag: {f: np.array([getattr(b, f) for b in data[tag]["boundaries"]]) for f in ("lr", "low", "high")}
+          for tag in ("rep", "norep")}
     for tag, color, label in (("rep", "C0", "with replacement"), ("norep", "C3", "without replacement")):
-        ax.plot(data[f"{tag}_batch"], data[f"{tag}_max_lr"], "-", color=color, lw=1.8, label=f"formula, {label}")
-        mb, lr = data[f"{tag}_mc_batch"], data[f"{tag}_mc_lr"]
-        err = np.stack([lr - data[f"{tag}_mc_low"], data[f"{tag}_mc_high"] - lr])
+        reg = data[tag]["region"]
+        ax.plot(reg.batch_sizes, reg.max_lr, "-", color=color, lw=1.8, label=f"formula, {label}")
+        mb, lr = data[tag]["mc_batch"], mc[tag]["lr"]
+        err = np.stack([lr - mc[tag]["low"], mc[tag]["high"] - lr])
         ax.errorbar(mb, lr, yerr=err, fmt="o", color=color, ms=5, capsize=3, label=f"real SGD (MC), {label}")
-    ax.axhline(float(data["gd_max_lr"]), color="k", ls="--", lw=1, label="GD: 2/λmax")
-    ax.fill_between(data["rep_batch"], 0, data["rep_max_lr"], color="C0", alpha=0.08)
+    ax.axhline(data["gd_max_lr"], color="k", ls="--", lw=1, label="GD: 2/λmax")
+    ax.fill_between(data["rep"]["region"].batch_sizes, 0, data["rep"]["region"].max_lr, color="C0", alpha=0.08)
     ax.set_xscale("log")
     ax.set_xlabel("batch size B")
     ax.set_ylabel("largest mean-square stable lr")
     ax.set_title("(a) stability region in (lr, B)", fontsize=10)
-    ax.set_ylim(0, 1.15 * float(data["gd_max_lr"]))
+    ax.set_ylim(0, 1.15 * data["gd_max_lr"])
     ax.legend(fontsize=7, loc="lower right")
 
     ax = axes[1]
-    lr = data["curve_lr"] / data["curve_star"]
-    ax.plot(lr, data["curve_formula"], "k-", lw=1.8, label="log ρ(T) (formula)")
-    ax.errorbar(lr, data["curve_clone"], yerr=2 * data["curve_clone_se"], fmt="o", color="C2", ms=4, capsize=2,
-                label="real SGD, resampled walkers (±2 s.e.)")
-    ax.plot(lr, data["curve_naive"], "s--", color="C1", ms=4, lw=1, label="mean of ‖e‖² over independent paths")
-    ax.plot(lr, data["curve_median"], "^:", color="C4", ms=4, lw=1, label="median path (a.s. rate)")
+    curve = data["curve"]
+    lr = curve["lr"] / curve["star"]
+    ax.plot(lr, curve["formula"], "k-", lw=1.8, label="log ρ(T) (formula)")
+    ax.errorbar(lr, [g.rate for g in curve["growth"]], yerr=2 * np.array([g.stderr for g in curve["growth"]]), fmt="o",
+                color="C2", ms=4, capsize=2, label="real SGD, resampled walkers (±2 s.e.)")
+    ax.plot(lr, curve["naive"], "s--", color="C1", ms=4, lw=1, label="mean of ‖e‖² over independent paths")
+    ax.plot(lr, curve["median"], "^:", color="C4", ms=4, lw=1, label="median path (a.s. rate)")
     ax.axhline(0, color="0.5", lw=0.8)
     ax.axvline(1, color="0.5", lw=0.8, ls=":")
     ax.set_xlabel("lr / lr*  (B = 1)")
@@ -114,18 +115,18 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
 
     ax = axes[2]
     for tag, color, off in (("rep", "C0", 0.97), ("norep", "C3", 1.03)):
-        mb = data[f"{tag}_mc_batch"]
+        mb, reg = data[tag]["mc_batch"], data[tag]["region"]
         if len(mb) == 0:
             continue
-        want = np.interp(mb, data[f"{tag}_batch"], data[f"{tag}_max_lr"])
-        ratio = data[f"{tag}_mc_lr"] / want
-        err = np.stack([data[f"{tag}_mc_lr"] - data[f"{tag}_mc_low"], data[f"{tag}_mc_high"] - data[f"{tag}_mc_lr"]])
+        want = np.interp(mb, reg.batch_sizes, reg.max_lr)
+        ratio = mc[tag]["lr"] / want
+        err = np.stack([mc[tag]["lr"] - mc[tag]["low"], mc[tag]["high"] - mc[tag]["lr"]])
         ax.errorbar(mb * off, ratio, yerr=err / want, fmt="o", color=color, capsize=3,
                     label="with replacement" if tag == "rep" else "without replacement")
     ax.axhspan(0.98, 1.02, color="0.85", alpha=0.6, label="±2%")
     ax.axhline(1, color="k", lw=0.8)
     ax.set_xscale("log")
-    ticks = np.unique(np.concatenate([data["rep_mc_batch"], data["norep_mc_batch"]]))
+    ticks = np.unique(np.concatenate([data["rep"]["mc_batch"], data["norep"]["mc_batch"]]))
     ax.set_xticks(ticks, [str(int(t)) for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("batch size B")
@@ -135,8 +136,7 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
     cfg = meta["config"]
     fig.suptitle(f"Mean-square stability of SGD at the minimum of least squares "
                  f"(N = {cfg['n_examples']}, d = {cfg['dim']}, interpolating)", fontsize=10)
-    fig.savefig(png, dpi=130)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":

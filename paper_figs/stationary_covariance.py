@@ -12,15 +12,10 @@ which departs from the SDE as lr λᵢ grows and blows up at lr = 2/λ_max.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 import _common
 import sde_opt as so
-from sde_opt.experiments import (
-    StationarySweepConfig,
-    stationary_covariance_sweep,
-    stationary_table,
-)
+from sde_opt.experiments import StationarySweepConfig, stationary_covariance_sweep
 
 NAME = "stationary_covariance"
 FULL = dataclasses.asdict(StationarySweepConfig())
@@ -35,13 +30,13 @@ def sweep_config(config: dict) -> StationarySweepConfig:
     return StationarySweepConfig(**kw)
 
 
-def compute(config: dict, key) -> dict:
+def compute(config: dict, key) -> so.experiments.StationarySweep:
     return stationary_covariance_sweep(sweep_config(config), key=key, verbose=True)
 
 
-def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
-    print(stationary_table(data))
-    so.plot.stationary_covariance(data, png)
+def plot(sweep: so.experiments.StationarySweep, meta: dict):
+    print(sweep.table())
+    return so.plot.stationary_covariance(sweep)[0].figure
 
 
 if __name__ == "__main__":

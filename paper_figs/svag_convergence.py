@@ -17,8 +17,6 @@ Least squares on 64 Gaussian examples (d = 2), batch size 2, from θ = 0.
 
 from __future__ import annotations
 
-import pathlib
-
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -48,29 +46,25 @@ def compute(config: dict, key) -> dict:
     rms = so.experiments.svag_study(lambda ell: so.optimizers.svag_rmsprop(prob, lr, 2, ell, decay=decay, initial_scale=1.0), ells,
                         so.optimizers.svag_limit_rmsprop(prob, lr, 2, decay, initial_scale=1.0), y0, key=jr.fold_in(key, 1),
                         n_paths=n, t1=config["t_rms"], n_saves=ns, limit_refine=4)
-    out = {"lstar": np.asarray(prob.loss(prob.info["minima"][0]))}
-    for tag, res in (("sgd", sgd), ("rms", rms)):
-        for k, v in res.items():
-            out[f"{tag}_{k}"] = np.asarray(v)
-    return out
+    return {"lstar": float(prob.loss(prob.info["minima"][0])), "sgd": sgd, "rms": rms}
 
 
-def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
+def plot(data: dict, meta: dict):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.0), constrained_layout=True)
-    ells = data["sgd_ells"]
+    ells = data["sgd"].ells
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(ells)))
     titles = {"sgd": "(a) SGD-SVAG, lr = {lr:g}, B = 2", "rms": "(b) RMSprop-SVAG, lr = {lr:g}, B = 2"}
     cfg = meta["config"]
     for ax, tag, lr, unit in ((axes[0], "sgd", cfg["lr_sgd"], "k·lr/ℓ"), (axes[1], "rms", cfg["lr_rms"], "k·lr²/ℓ")):
-        ts = data[f"{tag}_ts"]
-        lstar = float(data["lstar"])
+        res, lstar = data[tag], data["lstar"]
+        ts = res.ts
         for i, ell in enumerate(ells):
-            m, s = data[f"{tag}_mean"][i] - lstar, data[f"{tag}_se"][i]
+            m, s = res.mean[i] - lstar, res.se[i]
             ax.plot(ts, m, color=colors[i], lw=1.3, label=f"ℓ = {ell:g}" + (" (the optimizer)" if ell == 1 else ""))
             ax.fill_between(ts, m - 2 * s, m + 2 * s, color=colors[i], alpha=0.2, lw=0)
-        ax.plot(ts, data[f"{tag}_limit_mean"] - lstar, "k--", lw=1.5, label="SDE limit")
+        ax.plot(ts, res.limit_mean - lstar, "k--", lw=1.5, label="SDE limit")
         ax.set_yscale("log")
         ax.set_xlabel(f"time t = {unit}")
         ax.set_ylabel("E L(θ_t) − L(θ*)")
@@ -78,9 +72,9 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
         ax.legend(fontsize=8)
     ax = axes[2]
     for tag, marker, label in (("sgd", "o", "SGD"), ("rms", "s", "RMSprop")):
-        diff, se = np.abs(data[f"{tag}_diff"]), data[f"{tag}_diff_se"]
+        diff, se = np.abs(data[tag].diff), data[tag].diff_se
         ax.errorbar(ells, diff, yerr=2 * se, marker=marker, capsize=3, lw=1.2,
-                    label=f"{label}: slope {float(data[f'{tag}_slope']):.2f}")
+                    label=f"{label}: slope {data[tag].slope:.2f}")
         ax.plot(ells, diff[0] / np.asarray(ells), ls=":", color="0.5")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -90,7 +84,7 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(True, which="major", alpha=0.25)
     fig.suptitle(f"SVAG converges to the SDE with real mini-batches ({cfg['n_paths']} paths per curve)", fontsize=10)
-    fig.savefig(png, dpi=130)
+    return fig
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ reaches algebraically, x + π ≈ 2/t (panel c).
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 
 import _common
@@ -23,24 +21,24 @@ FULL = {"x0": 2.5, "lrs": [1.0, 0.1, 0.01], "t1": 40.0}
 FAST = {"x0": 2.5, "lrs": [1.0, 0.1, 0.01], "t1": 10.0}
 
 
-def compute(config: dict, key) -> dict:
+def compute(config: dict, key) -> so.experiments.GDAgainstFlow:
     del key  # deterministic
     return gd_against_flow(so.landscapes.x_plus_sin(), [config["x0"]], config["lrs"], config["t1"])
 
 
-def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
+def plot(runs: so.experiments.GDAgainstFlow, meta: dict):
     import matplotlib.pyplot as plt
 
-    lrs = data["lrs"]
+    lrs = runs.lrs
     colors = ["C3", "C1", "C0"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.0), constrained_layout=True)
     ax = axes[0]
-    ax.plot(data["flow_t"], data["flow_x"][:, 0], "k-", lw=2.5, alpha=0.35, label="gradient flow (Tsit5)")
+    ax.plot(runs.flow_t, runs.flow_x[:, 0], "k-", lw=2.5, alpha=0.35, label="gradient flow (Tsit5)")
     for i, lr in enumerate(lrs):
-        t, x = data[f"t_{i}"], data[f"x_{i}"][:, 0]
+        t, x = runs.ts[i], runs.xs[i][:, 0]
         style = dict(marker="o", ms=4, lw=1) if lr >= 0.5 else dict(lw=1.2)
         ax.plot(t, x, color=colors[i % 3], label=f"GD, lr = {lr:g}", **style)
-    t_max = min(12.0, data["flow_t"][-1])
+    t_max = min(12.0, runs.flow_t[-1])
     ax.axhline(-np.pi, color="0.5", ls=":", lw=1)
     ax.text(0.3, -np.pi, "−π: f' = f'' = 0", ha="left", va="bottom", fontsize=8, color="0.35")
     ax.set_xlim(0, t_max)
@@ -51,7 +49,7 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
 
     ax = axes[1]
     for i, lr in enumerate(lrs):
-        t, err = data[f"t_{i}"][1:], np.abs(data[f"x_{i}"][1:, 0] - data[f"flow_at_{i}"][1:, 0])
+        t, err = runs.ts[i][1:], np.abs(runs.xs[i][1:, 0] - runs.flow_at[i][1:, 0])
         ax.plot(t, err, color=colors[i % 3], lw=1.2, label=f"lr = {lr:g}: max {err.max():.2g}")
     ax.set_yscale("log")
     ax.set_xlabel("time t = k · lr")
@@ -61,11 +59,11 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
     ax.grid(True, which="major", alpha=0.25)
 
     ax = axes[2]
-    keep = data["flow_t"] >= 1.0
-    tf, ef = data["flow_t"][keep], data["flow_x"][keep, 0] + np.pi
+    keep = runs.flow_t >= 1.0
+    tf, ef = runs.flow_t[keep], runs.flow_x[keep, 0] + np.pi
     ax.loglog(tf, ef, "k-", lw=2.5, alpha=0.35, label="gradient flow")
     for i, lr in enumerate(lrs):
-        t, e = data[f"t_{i}"], data[f"x_{i}"][:, 0] + np.pi
+        t, e = runs.ts[i], runs.xs[i][:, 0] + np.pi
         ok = (e > 0) & (t >= 1.0)
         ax.loglog(t[ok], e[ok], color=colors[i % 3], lw=1.2, label=f"GD, lr = {lr:g}")
     ax.loglog(tf[tf > 2], 2.0 / tf[tf > 2], "k--", lw=1, label="2 / t")
@@ -77,8 +75,7 @@ def plot(data: dict, meta: dict, png: pathlib.Path) -> None:
     cfg = meta["config"]
     fig.suptitle(f"f(x) = x + sin x, x0 = {cfg['x0']}: gradient descent is explicit Euler for dx/dt = −f'(x)",
                  fontsize=10)
-    fig.savefig(png, dpi=130)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":

@@ -98,22 +98,31 @@ class SharpnessHistory(eqx.Module):
         """``sharpness / (2/lr)`` per record."""
         return np.asarray(self.sharpness) * self.lr / 2.0
 
-    def summary(self, *, tol: float = 0.1, window: float = 0.5) -> dict:
+    def summary(self, *, tol: float = 0.1, window: float = 0.5) -> SharpnessSummary:
         """Over the last ``window`` of the records: the median, min and max of
         ``sharpness/(2/lr)``, the fraction of records within ``±tol`` of ``2/lr``, and the
         first step at which the sharpness came within ``tol`` of ``2/lr``."""
         r = self.ratio()
         last = r[int(len(r) * (1 - window)):]
         near = np.nonzero(np.abs(r - 1) <= tol)[0]
-        return {
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "median_ratio": float(np.median(last)),
-            "min_ratio": float(last.min()),
-            "max_ratio": float(last.max()),
-            "frac_within_tol": float(np.mean(np.abs(last - 1) <= tol)),
-            "first_step_near": int(np.asarray(self.steps)[near[0]]) if near.size else -1,
-        }
+        return SharpnessSummary(
+            lr=self.lr, batch_size=self.batch_size, median_ratio=float(np.median(last)), min_ratio=float(last.min()),
+            max_ratio=float(last.max()), frac_within_tol=float(np.mean(np.abs(last - 1) <= tol)),
+            first_step_near=int(np.asarray(self.steps)[near[0]]) if near.size else -1,
+        )
+
+
+class SharpnessSummary(eqx.Module):
+    """:meth:`SharpnessHistory.summary`: ``sharpness/(2/lr)`` over the last part of a run
+    (median, min, max, fraction within the tolerance of 1) and the first step within it (-1: never)."""
+
+    lr: float
+    batch_size: int
+    median_ratio: float
+    min_ratio: float
+    max_ratio: float
+    frac_within_tol: float
+    first_step_near: int
 
 
 @eqx.filter_jit
@@ -270,6 +279,56 @@ def sharpness_along(problem: Problem, params, *, key: PRNGKeyArray, max_iter: in
     return np.asarray(_sharpness_scan(problem, jnp.asarray(params), key, int(max_iter)))
 
 
+class FlowComparison(eqx.Module):
+    """GD against the gradient flow from the same start, on GD's record grid ``t = k · lr``.
+
+    Attributes:
+        loss, sharpness: ``(R,)`` the flow's loss and λmax (``nan`` where not ``reached``).
+        rel_dist: ``(R,)`` GD's distance from the flow relative to the flow's travel.
+        reached: ``(R,)`` false from the first time the adaptive solver did not reach.
+        departure: the first step at which GD left the flow (:func:`departure_step`; -1: never).
+        sharpness_departure: the first step at which the sharpnesses differ by more than
+            the tolerance (-1: never).
+    """
+
+    loss: np.ndarray
+    sharpness: np.ndarray
+    rel_dist: np.ndarray
+    reached: np.ndarray
+    departure: int
+    sharpness_departure: int
+
+
+class EdgeOfStability(eqx.Module):
+    """The edge-of-stability study (:func:`edge_of_stability`).
+
+    Attributes:
+        lrs: ``(n,)`` GD's learning rates; gd: one :class:`SharpnessHistory` per ``lr``
+            (without parameters); flow: one :class:`FlowComparison` per ``lr`` (empty
+            without ``flow=True``).
+        sgd_lr, batch_sizes: SGD's learning rate and batch sizes; sgd: one history per ``B``.
+        gd_median_ratio, gd_frac_within, gd_first_near: ``(n,)`` over the last half of each
+            GD run, the median of ``sharpness/(2/lr)``, the fraction within 10% of 1, and the
+            first step within 10% (-1: never); sgd_median_ratio: ``(len(batch_sizes),)``.
+    """
+
+    lrs: np.ndarray
+    gd: tuple[SharpnessHistory, ...]
+    flow: tuple[FlowComparison, ...]
+    sgd_lr: float
+    batch_sizes: np.ndarray
+    sgd: tuple[SharpnessHistory, ...]
+    gd_median_ratio: np.ndarray
+    gd_frac_within: np.ndarray
+    gd_first_near: np.ndarray
+    sgd_median_ratio: np.ndarray
+
+    @property
+    def gd_departure(self) -> np.ndarray:
+        """The departure step of every GD run (empty without the flow)."""
+        return np.array([f.departure for f in self.flow], dtype=int)
+
+
 def edge_of_stability(
     problem: Problem,
     theta0,
@@ -285,62 +344,47 @@ def edge_of_stability(
     flow_rtol: float = 1e-5,
     departure_tol: float = 0.05,
     max_iter: int = 30,
-) -> dict:
-    """The edge-of-stability study on one problem, as a dict of numpy arrays.
+) -> EdgeOfStability:
+    """The edge-of-stability study on one problem.
 
-    For each ``lr`` in ``lrs``: full-batch GD with λmax every ``every`` steps
-    (``gd_<i>_steps``, ``gd_<i>_sharpness``, ``gd_<i>_loss``) and, with ``flow=True``, the
-    gradient flow from the same start on the GD grid (``flow_<i>_loss``,
-    ``flow_<i>_sharpness``, ``flow_<i>_rel_dist``: GD's relative distance from it) and the
-    ``departure_step`` (``gd_departure``). For each ``B`` in ``batch_sizes``: SGD at
-    ``sgd_lr`` (default ``lrs[0]``), ``sgd_<j>_*``. Summaries: ``gd_median_ratio``,
-    ``gd_frac_within``, ``gd_first_near``, ``sgd_median_ratio`` (sharpness/(2/lr) over the
-    last half).
+    For each ``lr`` in ``lrs``: full-batch GD with λmax every ``every`` steps and, with
+    ``flow=True``, the gradient flow from the same start on the GD grid with GD's departure
+    from it. For each ``B`` in ``batch_sizes``: SGD at ``sgd_lr`` (default ``lrs[0]``).
+    See :class:`EdgeOfStability`.
     """
     theta0 = problem.check_params(theta0, "theta0")
     lrs = [float(lr) for lr in lrs]
-    out: dict = {"lrs": np.asarray(lrs), "batch_sizes": np.asarray(list(batch_sizes), dtype=int)}
-    med, within, first, departs, sharp_departs = [], [], [], [], []
+    med, within, first, gds, flows = [], [], [], [], []
     k_gd, k_sgd, k_flow = jr.split(key, 3)
     for i, lr in enumerate(lrs):
         hist = train_with_sharpness(GD(problem, lr), theta0, key=jr.fold_in(k_gd, i), n_steps=n_steps, every=every,
                                     keep_params=flow, max_iter=max_iter)
-        out[f"gd_{i}_steps"] = np.asarray(hist.steps)
-        out[f"gd_{i}_sharpness"] = np.asarray(hist.sharpness)
-        out[f"gd_{i}_loss"] = np.asarray(hist.loss)
         s = hist.summary(tol=0.1)
-        med.append(s["median_ratio"]), within.append(s["frac_within_tol"]), first.append(s["first_step_near"])
+        med.append(s.median_ratio), within.append(s.frac_within_tol), first.append(s.first_step_near)
         if flow:
             fp = gradient_flow_path(problem, theta0, np.asarray(hist.steps) * lr, rtol=flow_rtol,
                                     atol=flow_rtol * 1e-2, max_steps=flow_max_steps)
             step, rel = departure_step(hist, fp, tol=departure_tol)
-            out[f"flow_{i}_loss"] = np.asarray(fp.loss)
-            out[f"flow_{i}_sharpness"] = sharpness_along(problem, fp.params, key=jr.fold_in(k_flow, i),
-                                                         max_iter=max_iter)
-            out[f"flow_{i}_rel_dist"] = rel
-            out[f"flow_{i}_reached"] = np.asarray(fp.reached)
-            gap = np.abs(out[f"gd_{i}_sharpness"] / out[f"flow_{i}_sharpness"] - 1.0)
+            sharp = sharpness_along(problem, fp.params, key=jr.fold_in(k_flow, i), max_iter=max_iter)
+            gap = np.abs(np.asarray(hist.sharpness) / sharp - 1.0)
             apart = np.nonzero(~(gap <= departure_tol))[0]
-            departs.append(step)
-            sharp_departs.append(int(out[f"gd_{i}_steps"][apart[0]]) if apart.size else -1)
-    out["gd_median_ratio"], out["gd_frac_within"] = np.asarray(med), np.asarray(within)
-    out["gd_first_near"] = np.asarray(first)
-    if flow:
-        out["gd_departure"] = np.asarray(departs)
-        out["gd_sharpness_departure"] = np.asarray(sharp_departs)
+            flows.append(FlowComparison(loss=np.asarray(fp.loss), sharpness=sharp, rel_dist=rel,
+                                        reached=np.asarray(fp.reached), departure=int(step),
+                                        sharpness_departure=int(np.asarray(hist.steps)[apart[0]]) if apart.size else -1))
+        gds.append(eqx.tree_at(lambda h: h.params, hist, jnp.zeros((hist.params.shape[0], 0), hist.params.dtype)))
     sgd_lr = lrs[0] if sgd_lr is None else float(sgd_lr)
-    out["sgd_lr"] = np.asarray(sgd_lr)
-    sgd_med = []
-    for j, b in enumerate(batch_sizes):
-        hist = train_with_sharpness(SGD(problem, sgd_lr, int(b)), theta0, key=jr.fold_in(k_sgd, j), n_steps=n_steps,
-                                    every=every, max_iter=max_iter)
-        out[f"sgd_{j}_steps"] = np.asarray(hist.steps)
-        out[f"sgd_{j}_sharpness"] = np.asarray(hist.sharpness)
-        out[f"sgd_{j}_loss"] = np.asarray(hist.loss)
-        sgd_med.append(hist.summary()["median_ratio"])
-    out["sgd_median_ratio"] = np.asarray(sgd_med)
-    return out
+    sgds = [train_with_sharpness(SGD(problem, sgd_lr, int(b)), theta0, key=jr.fold_in(k_sgd, j), n_steps=n_steps,
+                                 every=every, max_iter=max_iter) for j, b in enumerate(batch_sizes)]
+    return EdgeOfStability(
+        lrs=np.asarray(lrs), gd=tuple(gds), flow=tuple(flows), sgd_lr=sgd_lr,
+        batch_sizes=np.asarray(list(batch_sizes), dtype=int), sgd=tuple(sgds), gd_median_ratio=np.asarray(med),
+        gd_frac_within=np.asarray(within), gd_first_near=np.asarray(first, dtype=int),
+        sgd_median_ratio=np.asarray([h.summary().median_ratio for h in sgds]),
+    )
 
 
 register_result(SharpnessHistory)
 register_result(FlowPath)
+register_result(SharpnessSummary)
+register_result(FlowComparison)
+register_result(EdgeOfStability)

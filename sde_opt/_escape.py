@@ -8,13 +8,12 @@ not a hot path).
 
 from __future__ import annotations
 
-import dataclasses
-
 import equinox as eqx
 import numpy as np
 from scipy import optimize, stats
 
 from ._exit import ExitTimes
+from ._io import register_result
 
 
 class EscapeRate(eqx.Module):
@@ -94,8 +93,7 @@ def escape_rate(ex, confidence: float = 0.95, *, offset: float = 0.0) -> EscapeR
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class Survival:
+class Survival(eqx.Module):
     """Kaplan–Meier estimate ``S(t)`` at the distinct exit times, with pointwise
     log–log (Kalbfleisch–Prentice) intervals from Greenwood's variance."""
 
@@ -131,7 +129,7 @@ def kaplan_meier(ex, confidence: float = 0.95) -> Survival:
         high = np.where(s > 0, s ** np.exp(-z * se), 0.0)
     low = np.nan_to_num(low, nan=0.0)
     high = np.nan_to_num(high, nan=1.0)
-    return Survival(ev_t, s, low, high, at_risk, events)
+    return Survival(times=ev_t, survival=s, low=low, high=high, at_risk=at_risk, events=events)
 
 
 def _count_events(times, exited, ev_t):
@@ -139,8 +137,7 @@ def _count_events(times, exited, ev_t):
     return np.searchsorted(t_ev, ev_t, side="right") - np.searchsorted(t_ev, ev_t, side="left")
 
 
-@dataclasses.dataclass(frozen=True)
-class MemorylessTest:
+class MemorylessTest(eqx.Module):
     """Likelihood-ratio test of exponential (Weibull shape 1) against Weibull, with censoring.
 
     ``shape`` is the fitted Weibull shape (1 = memoryless, > 1 = exits pile up after a
@@ -179,5 +176,10 @@ def memoryless_test(ex, confidence: float = 0.95, *, offset: float = 0.0) -> Mem
     g = lambda lk: -f(lk) - (ll1 - cut)
     lo = optimize.brentq(g, -5, res.x) if g(-5) < 0 else -5.0
     hi = optimize.brentq(g, res.x, 5) if g(5) < 0 else 5.0
-    return MemorylessTest(stat, float(stats.chi2.sf(stat, 1)), k_hat, float(np.exp(lo)), float(np.exp(hi)))
+    return MemorylessTest(statistic=stat, p_value=float(stats.chi2.sf(stat, 1)), shape=k_hat, shape_low=float(np.exp(lo)),
+                          shape_high=float(np.exp(hi)))
 
+
+
+register_result(Survival)
+register_result(MemorylessTest)

@@ -11,18 +11,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from jaxtyping import Float
 
 from ._dynamics import SGD, SGDSDE, NoisyGD
 from ._escape import escape_rate
 from ._escape_theory import kramers_rate, mean_exit_time_1d, temperature, xie_escape_time
+from ._escape import EscapeRate
 from ._exit import CloserToOther, HalfSpace, first_exit
+from ._io import register_result
 from ._noise import AbstractNoise, ConstantNoise, DiagonalNoise, IsotropicNoise, MinibatchNoise, ScaledNoise
 from . import landscapes
 
@@ -46,30 +49,34 @@ class Progress:
             sys.stderr.flush()
 
 
-@dataclasses.dataclass
-class EscapeStudy:
+class EscapeStudy(eqx.Module):
     """One row per setting: the measured escape statistics and the theory beside them.
 
     ``mean_time`` is ``1/rate`` of the censored exponential fit with its exact interval
     ``[mean_low, mean_high]``; ``exact`` is the 1-D quadrature mean first-passage time,
     ``kramers`` and ``xie`` the asymptotic formulas (NaN where they do not apply).
+    ``x_name`` names the setting varied (``"sharpness"``, ``"B/lr"``), ``noise`` the noise
+    shape and ``config`` the remaining arguments.
     """
 
-    x: np.ndarray
-    x_name: str
-    noise: str
-    mean_time: np.ndarray
-    mean_low: np.ndarray
-    mean_high: np.ndarray
-    n_exited: np.ndarray
-    n_censored: np.ndarray
-    exact: np.ndarray
-    kramers: np.ndarray
-    xie: np.ndarray
-    config: dict
+    x: Float[np.ndarray, " m"]
+    mean_time: Float[np.ndarray, " m"]
+    mean_low: Float[np.ndarray, " m"]
+    mean_high: Float[np.ndarray, " m"]
+    n_exited: Float[np.ndarray, " m"]
+    n_censored: Float[np.ndarray, " m"]
+    exact: Float[np.ndarray, " m"]
+    kramers: Float[np.ndarray, " m"]
+    xie: Float[np.ndarray, " m"]
+    x_name: str = eqx.field(static=True)
+    noise: str = eqx.field(static=True)
+    config: dict = eqx.field(static=True)
 
-    def as_arrays(self) -> dict:
-        return {k: np.asarray(v) for k, v in dataclasses.asdict(self).items() if isinstance(v, np.ndarray)}
+    def log_slope(self, *, inverse: bool = False) -> tuple[float, float]:
+        """Weighted slope of ``log τ`` against ``x`` (``1/x`` with ``inverse=True``) and its
+        standard error (:func:`fit_log_slope`)."""
+        x = 1.0 / self.x if inverse else self.x
+        return fit_log_slope(x, self.mean_time, self.mean_low, self.mean_high)
 
     def table(self) -> str:
         head = f"{self.x_name:>10} {'noise':>10} {'tau (MC)':>10} {'95% CI':>21} {'exits':>6} {'exact':>10} {'Kramers':>10} {'Xie s=1':>10}"
@@ -80,6 +87,36 @@ class EscapeStudy:
                 f"[{self.mean_low[i]:>9.4g}, {self.mean_high[i]:>9.4g}] {int(self.n_exited[i]):>6d} "
                 f"{self.exact[i]:>10.4g} {self.kramers[i]:>10.4g} {self.xie[i]:>10.4g}"
             )
+        return "\n".join(rows)
+
+
+class EscapeHeadline(eqx.Module):
+    """The headline experiment (:func:`escape_headline`): one :class:`EscapeStudy` against
+    sharpness per noise shape, on the same grid, and the configuration that made them."""
+
+    hessian: EscapeStudy
+    isotropic: EscapeStudy
+    config: dict = eqx.field(static=True)
+
+    @property
+    def studies(self) -> tuple[EscapeStudy, EscapeStudy]:
+        return self.hessian, self.isotropic
+
+    def table(self) -> str:
+        """Monte Carlo mean times with their intervals beside the exact quadrature, Kramers
+        and Xie et al. (2021), then the slope of ``log τ`` in ``1/λ`` per noise."""
+        rows = [f"{'noise':>10} {'lambda':>7} {'tau (Monte Carlo)':>18} {'95% interval':>20} {'exact':>9} "
+                f"{'Kramers':>9} {'Xie s=1':>9}"]
+        for st in self.studies:
+            for i in range(len(st.x)):
+                rows.append(
+                    f"{st.noise:>10} {st.x[i]:>7.3f} {st.mean_time[i]:>18.4g} "
+                    f"[{st.mean_low[i]:>8.4g}, {st.mean_high[i]:>8.4g}] {st.exact[i]:>9.4g} "
+                    f"{st.kramers[i]:>9.4g} {st.xie[i]:>9.4g}"
+                )
+        for st in self.studies:
+            s, se = st.log_slope(inverse=True)
+            rows.append(f"{st.noise:>10}: slope of log tau in 1/lambda = {s:.2f} +- {se:.2f}")
         return "\n".join(rows)
 
 
@@ -145,19 +182,15 @@ def escape_vs_sharpness(sharpness, *, barrier=0.25, lr=0.1, batch_size=1, noise=
 HEADLINE = dict(barrier=0.25, lr=0.1, batch_size=1, lam_min=1.0, lam_max=3.0, n_lam=6, n_paths=2000, dt=0.025)
 
 
-def escape_headline(config: dict | None = None, *, key, progress=True) -> dict:
+def escape_headline(config: dict | None = None, *, key, progress=True) -> EscapeHeadline:
     """The headline experiment: :func:`escape_vs_sharpness` for Hessian-shaped and for
-    isotropic noise on the same sharpness grid (``HEADLINE`` defaults, overridable).
-    Returns a flat dict of arrays ``"<noise>_<field>"`` for :func:`sde_opt.save`."""
+    isotropic noise on the same sharpness grid (``HEADLINE`` defaults, overridable)."""
     cfg = dict(HEADLINE, **(config or {}))
     lam = np.geomspace(cfg["lam_min"], cfg["lam_max"], cfg["n_lam"])
-    out = {}
-    for i, kind in enumerate(("hessian", "isotropic")):
-        st = escape_vs_sharpness(lam, noise=kind, barrier=cfg["barrier"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-                                 key=jr.fold_in(key, i), n_paths=cfg["n_paths"], dt=cfg["dt"], progress=progress)
-        for k, v in st.as_arrays().items():
-            out[f"{kind}_{k}"] = v
-    return out
+    studies = [escape_vs_sharpness(lam, noise=kind, barrier=cfg["barrier"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                                   key=jr.fold_in(key, i), n_paths=cfg["n_paths"], dt=cfg["dt"], progress=progress)
+               for i, kind in enumerate(("hessian", "isotropic"))]
+    return EscapeHeadline(hessian=studies[0], isotropic=studies[1], config=cfg)
 
 
 def escape_vs_batch(batch_over_lr, *, sharpness=2.0, barrier=0.25, lr=0.1, noise="hessian", iso_variance=None,
@@ -225,15 +258,15 @@ def equal_trace_noises(hessian, total_variance=None, *, covariance_source=None, 
     return out
 
 
-@dataclasses.dataclass
-class SharpToFlat:
-    """Fraction of paths that left the sharp minimum's cell for the flat one, per noise."""
+class SharpToFlat(eqx.Module):
+    """Fraction of paths that left the sharp minimum's cell for the flat one, per noise
+    (``names``), with binomial standard errors and the mean exit time of the censored fit."""
 
-    names: list
-    fraction: np.ndarray
-    stderr: np.ndarray
-    mean_exit_time: np.ndarray
-    config: dict
+    fraction: Float[np.ndarray, " m"]
+    stderr: Float[np.ndarray, " m"]
+    mean_exit_time: Float[np.ndarray, " m"]
+    names: tuple[str, ...] = eqx.field(static=True)
+    config: dict = eqx.field(static=True)
 
     def table(self) -> str:
         rows = [f"{'noise':>12} {'escaped':>9} {'+-SE':>7} {'mean exit t':>12}"]
@@ -272,17 +305,44 @@ def sharp_to_flat(problem=None, noises: dict | None = None, *, lr=0.05, batch_si
         mt.append(escape_rate(ex).mean_time)
         bar.step(name)
     cfg = dict(lr=lr, batch_size=batch_size, n_steps=n_steps, n_paths=n_paths, dt=dt, landscape=problem.name)
-    return SharpToFlat(list(noises), np.array(frac), np.array(se), np.array(mt), cfg)
+    return SharpToFlat(fraction=np.array(frac), stderr=np.array(se), mean_exit_time=np.array(mt),
+                       names=tuple(noises), config=cfg)
+
+
+class MethodRates(eqx.Module):
+    """Escape rates of several methods on one problem (:func:`sgd_vs_sde_escape`): one
+    :class:`~sde_opt.EscapeRate` per name in ``names``, beside the exact mean exit time of
+    the SDE (``exact_mean_time``, 1-D quadrature) and the configuration."""
+
+    rates: tuple[EscapeRate, ...]
+    exact_mean_time: float
+    names: tuple[str, ...] = eqx.field(static=True)
+    config: dict = eqx.field(static=True)
+
+    def __getitem__(self, name: str) -> EscapeRate:
+        if name not in self.names:
+            raise ValueError(f"no method {name!r}; the methods are {self.names}.")
+        return self.rates[self.names.index(name)]
+
+    def field(self, name: str) -> np.ndarray:
+        """One field of every :class:`~sde_opt.EscapeRate` (``"rate"``, ``"low"``, ...), in the order of ``names``."""
+        return np.array([getattr(r, name) for r in self.rates])
+
+    def table(self) -> str:
+        rows = [f"{'method':>12} {'rate':>10} {'95% interval':>23} {'mean time':>10} {'exits':>6}"]
+        for n, r in zip(self.names, self.rates):
+            rows.append(f"{n:>12} {r.rate:>10.4g} [{r.low:>9.4g}, {r.high:>9.4g}] {r.mean_time:>10.4g} {r.n_exited:>6d}")
+        rows.append(f"{'exact SDE':>12} {1.0 / self.exact_mean_time:>10.4g} {'':>23} {self.exact_mean_time:>10.4g}")
+        return "\n".join(rows)
 
 
 def sgd_vs_sde_escape(*, n_examples=64, noise_std=1.1, df=None, barrier=0.25, curvature=2.0, lr=0.1, batch_size=1,
-                      n_paths=2000, max_steps=20_000, key, dt_fine=None, progress=True) -> dict:
+                      n_paths=2000, max_steps=20_000, key, dt_fine=None, progress=True) -> MethodRates:
     """Real mini-batch SGD against its SDE on the same finite-sum double well
     ``fᵢ(x) = L(x) + δᵢ x`` (mean exactly the double well, constant noise ``D = Var δ``;
     Gaussian ``δᵢ``, or Student-t with ``df`` degrees of freedom for heavy tails):
     escape rates of SGD, of noisy GD with the exact mini-batch covariance, and of the SGD
-    SDE at ``dt = lr`` and at ``dt_fine``, plus the exact 1-D mean time of the SDE
-    (key ``"exact"``: a float)."""
+    SDE at ``dt = lr`` and at ``dt_fine``, plus the exact 1-D mean time of the SDE."""
     k_data, k_run = jr.split(key)
     base = landscapes.double_well(barrier=barrier, curvature=curvature)
     prob = landscapes.perturbed_sum(base, n_examples=n_examples, shift_std=noise_std, key=k_data, kind="tilt", df=df)
@@ -298,13 +358,21 @@ def sgd_vs_sde_escape(*, n_examples=64, noise_std=1.1, df=None, barrier=0.25, cu
     }
     if dt_fine is not None:
         runs["SDE dt fine"] = (SGDSDE(prob, lr, batch_size, MinibatchNoise()), dt_fine)
-    out = {}
+    rates = []
     bar = Progress(len(runs), "SGD vs SDE escape", progress)
     for i, (name, (dyn, dt)) in enumerate(runs.items()):
         steps = max_steps if dt is None else int(max_steps * lr / dt)
         ex = first_exit(dyn, x0, region, key=jr.fold_in(k_run, i), n_paths=n_paths, max_steps=steps, dt=dt,
                         bridge=dt is not None)
-        out[name] = escape_rate(ex)
+        rates.append(escape_rate(ex))
         bar.step(name)
-    out["exact"] = mean_exit_time_1d(lambda x: -grad(x), lambda x: 2 * temp + 0 * x, -a, -3 * a, 0.5 * a)
-    return out
+    exact = mean_exit_time_1d(lambda x: -grad(x), lambda x: 2 * temp + 0 * x, -a, -3 * a, 0.5 * a)
+    cfg = dict(n_examples=n_examples, noise_std=noise_std, df=df, barrier=barrier, curvature=curvature, lr=lr,
+               batch_size=batch_size, n_paths=n_paths, max_steps=max_steps, dt_fine=dt_fine)
+    return MethodRates(rates=tuple(rates), exact_mean_time=float(exact), names=tuple(runs), config=cfg)
+
+
+register_result(EscapeStudy)
+register_result(EscapeHeadline)
+register_result(SharpToFlat)
+register_result(MethodRates)

@@ -1,4 +1,5 @@
-"""Plotting helpers for the escape experiments (matplotlib; imported lazily)."""
+"""Plots of the escape results (matplotlib; imported lazily). Each takes a result and an
+optional ``ax`` and returns the axes; none saves a file or sets a backend."""
 
 from __future__ import annotations
 
@@ -7,24 +8,36 @@ import numpy as np
 _COLORS = {"hessian": "C3", "isotropic": "C0"}
 
 
-def plot_escape_study(studies, ax=None, *, inverse=True, theory=("exact", "kramers", "xie")):
-    """``log τ`` against ``1/x`` (or ``x``) for one or more :class:`EscapeStudy` (or their
-    saved array dicts), Monte Carlo with its interval as error bars, theory as lines."""
+def _axes(ax, figsize):
     import matplotlib.pyplot as plt
 
-    ax = plt.gca() if ax is None else ax
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def plot_escape_study(studies, ax=None, *, inverse=True, theory=("exact", "kramers", "xie")):
+    """``log τ`` against ``1/x`` (or ``x``) for an :class:`~sde_opt.experiments.EscapeStudy`,
+    a sequence of them or an :class:`~sde_opt.experiments.EscapeHeadline`: Monte Carlo with
+    its interval as error bars, theory as lines."""
+    from ._escape_experiments import EscapeHeadline, EscapeStudy
+
+    if isinstance(studies, EscapeHeadline):
+        studies = studies.studies
+    elif isinstance(studies, EscapeStudy):
+        studies = (studies,)
+    ax = _axes(ax, (6.5, 4.5))
     for st in studies:
-        get = (lambda k: np.asarray(st[k])) if isinstance(st, dict) else (lambda k: np.asarray(getattr(st, k)))
-        name = str(get("noise")) if not isinstance(st, dict) else str(st.get("noise", ""))
-        x = get("x")
+        name = st.noise
+        x = np.asarray(st.x)
         xx = 1.0 / x if inverse else x
-        tau, lo, hi = get("mean_time"), get("mean_low"), get("mean_high")
+        tau, lo, hi = (np.asarray(v) for v in (st.mean_time, st.mean_low, st.mean_high))
         c = _COLORS.get(name, None)
         ax.errorbar(xx, tau, yerr=[tau - lo, hi - tau], fmt="o", color=c, capsize=3, label=f"{name} noise: Monte Carlo")
         order = np.argsort(xx)
         styles = {"exact": ("-", "exact (quadrature)"), "kramers": ("--", "Kramers"), "xie": (":", "Xie et al. (s=1)")}
         for k in theory:
-            y = get(k)
+            y = np.asarray(getattr(st, k))
             if np.all(np.isnan(y)):
                 continue
             ls, lab = styles[k]
@@ -34,60 +47,44 @@ def plot_escape_study(studies, ax=None, *, inverse=True, theory=("exact", "krame
     return ax
 
 
-def plot_sharp_to_flat(names, fraction, stderr, ax=None):
-    """Bar chart: fraction of paths that reached the flat minimum, per noise shape."""
-    import matplotlib.pyplot as plt
-
-    ax = plt.gca() if ax is None else ax
+def plot_sharp_to_flat(result, ax=None):
+    """Bar chart of a :class:`~sde_opt.experiments.SharpToFlat`: fraction of paths that
+    reached the flat minimum, per noise shape (±2 SE)."""
+    ax = _axes(ax, (6, 3.5))
+    names = list(result.names)
     pos = np.arange(len(names))
-    ax.bar(pos, fraction, yerr=2 * np.asarray(stderr), capsize=4, color=[f"C{i}" for i in range(len(names))])
-    ax.set_xticks(pos, list(names), rotation=20)
+    ax.bar(pos, np.asarray(result.fraction), yerr=2 * np.asarray(result.stderr), capsize=4,
+           color=[f"C{i}" for i in range(len(names))])
+    ax.set_xticks(pos, names, rotation=20)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction escaped to the flat minimum (±2 SE)")
     return ax
 
 
-def plot_rates(names, rate, low, high, ax=None):
-    """Escape rates with their confidence intervals, one bar per method."""
-    import matplotlib.pyplot as plt
-
-    ax = plt.gca() if ax is None else ax
-    rate, low, high = map(np.asarray, (rate, low, high))
-    pos = np.arange(len(names))
+def plot_rates(result, ax=None, *, exact: bool = True):
+    """Escape rates of a :class:`~sde_opt.experiments.MethodRates` with their confidence
+    intervals, one point per method; ``exact``: the exact SDE rate (1/mean time) as a line."""
+    ax = _axes(ax, (4.5, 4))
+    rate, low, high = result.field("rate"), result.field("low"), result.field("high")
+    pos = np.arange(len(result.names))
     ax.errorbar(pos, rate, yerr=[rate - low, high - rate], fmt="o", capsize=5)
-    ax.set_xticks(pos, list(names), rotation=15)
+    if exact:
+        ax.axhline(1.0 / result.exact_mean_time, color="k", ls="--", lw=1, label="exact SDE (1/mean time)")
+    ax.set_xticks(pos, list(result.names), rotation=15)
     ax.set_ylabel("escape rate (1/SDE time), 95% CI")
     return ax
 
 
-def split_studies(data: dict) -> list[dict]:
-    """The per-noise studies of :func:`sde_opt.experiments.escape_headline` data (``"<noise>_<field>"`` keys)."""
-    out = []
-    for kind in ("hessian", "isotropic"):
-        st = {k[len(kind) + 1:]: np.asarray(v) for k, v in data.items() if k.startswith(kind + "_")}
-        if st:
-            st["noise"] = kind
-            out.append(st)
-    return out
-
-
-def plot_escape_headline(data: dict, png, config: dict | None = None):
-    """The headline figure: ``τ`` against ``1/λ`` for both noises, with fitted slopes."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from ._escape_experiments import fit_log_slope
-
-    studies = split_studies(data)
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    plot_escape_study(studies, ax)
+def plot_escape_headline(result, ax=None):
+    """The headline figure of an :class:`~sde_opt.experiments.EscapeHeadline`: ``τ`` against
+    ``1/λ`` for both noises, with the fitted slopes in the title."""
+    ax = _axes(ax, (7, 4.8))
+    plot_escape_study(result, ax)
     notes = []
-    for st in studies:
-        s, se = fit_log_slope(1 / st["x"], st["mean_time"], st["mean_low"], st["mean_high"])
-        notes.append(f"{st['noise']}: d log τ / d(1/λ) = {s:.2f} ± {se:.2f}")
-    cfg = config or {}
+    for st in result.studies:
+        s, se = st.log_slope(inverse=True)
+        notes.append(f"{st.noise}: d log τ / d(1/λ) = {s:.2f} ± {se:.2f}")
+    cfg = result.config
     ax.set_xlabel("1 / sharpness λ")
     ax.set_title(
         f"Escape from a minimum of sharpness λ (barrier {cfg.get('barrier', '?')}, lr {cfg.get('lr', '?')}, "
@@ -95,7 +92,4 @@ def plot_escape_headline(data: dict, png, config: dict | None = None):
         fontsize=8,
     )
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(png, dpi=130)
-    plt.close(fig)
-    return png
+    return ax

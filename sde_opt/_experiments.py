@@ -12,9 +12,8 @@ replicates, so standard errors are always taken over paths.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
-from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -24,6 +23,7 @@ from ._checks import positive_int, square_matrix
 from ._diffrax import solve_diffrax
 from ._dynamics import GD, SGD, SGDSDE, GradientFlow, NoisyGD
 from ._engine import Ensemble, simulate
+from ._io import register_result
 from ._noise import ConstantNoise, MinibatchNoise
 from ._problem import Problem
 from ._theory import ou_stationary_covariance
@@ -87,37 +87,53 @@ def quadratic_finite_sum(hessian, noise_cov, *, key, n_examples: int = 32, minim
 
 
 # --------------------------------------------------------------------------- GD vs flow
-def gd_against_flow(problem: Problem, x0, lrs, t1: float) -> dict:
+class GDAgainstFlow(eqx.Module):
+    """GD at several learning rates against the gradient flow (:func:`gd_against_flow`).
+
+    Attributes:
+        lrs: ``(n,)`` the learning rates.
+        ts, xs, flow_at: one entry per run ``i``: the times ``t = k · lr`` ``(K_i + 1,)``,
+            the GD iterates ``(K_i + 1, d)`` and the flow at those times ``(K_i + 1, d)``.
+        flow_t, flow_x: the flow on the union of the time grids.
+    """
+
+    lrs: np.ndarray
+    ts: tuple[np.ndarray, ...]
+    xs: tuple[np.ndarray, ...]
+    flow_at: tuple[np.ndarray, ...]
+    flow_t: np.ndarray
+    flow_x: np.ndarray
+
+    def error(self, i: int) -> np.ndarray:
+        """``‖x_GD(t) − x_flow(t)‖`` along run ``i``."""
+        return np.linalg.norm(self.xs[i] - self.flow_at[i], axis=-1)
+
+
+def gd_against_flow(problem: Problem, x0, lrs, t1: float) -> GDAgainstFlow:
     """Gradient descent at each learning rate in ``lrs`` against the gradient flow, on the
     common SDE time axis ``t = k · lr``, up to time ``t1``.
 
     The flow is solved once by diffrax (Tsit5, adaptive, rtol 1e-6) on the union of the GD
-    time grids, so ``flow_at_<i>`` is the flow exactly at the times of GD run ``i``.
-
-    Returns a dict of numpy arrays: ``lrs``; ``t_<i>``, ``x_<i>`` ((K+1, d)) and
-    ``flow_at_<i>`` for run ``i``; ``flow_t``, ``flow_x`` on the union grid.
+    time grids, so ``flow_at[i]`` is the flow exactly at the times of GD run ``i``.
     """
     x0 = jnp.asarray(x0, dtype=jnp.result_type(float))
     lrs = [float(lr) for lr in lrs]
-    out: dict = {"lrs": np.asarray(lrs)}
-    grids = []
-    for i, lr in enumerate(lrs):
+    ts, xs, grids = [], [], []
+    for lr in lrs:
         n_steps = int(round(t1 / lr))
         ens = simulate(GD(problem, lr), x0, key=jr.key(0), n_paths=1, n_steps=n_steps)
-        out[f"t_{i}"] = np.asarray(ens.ts, dtype=np.float64)
-        out[f"x_{i}"] = np.asarray(ens.ys[0])
+        ts.append(np.asarray(ens.ts, dtype=np.float64))
+        xs.append(np.asarray(ens.ys[0]))
         grids.append(np.round(np.arange(n_steps + 1) * lr, 12))
     union = np.unique(np.concatenate(grids))
     ref = solve_diffrax(GradientFlow(problem), x0, key=jr.key(0), n_paths=1, t1=float(union[-1]), ts=union)
     flow = np.asarray(ref.ys[0])
-    out["flow_t"], out["flow_x"] = union, flow
-    for i, grid in enumerate(grids):
-        out[f"flow_at_{i}"] = flow[np.searchsorted(union, grid)]
-    return out
+    return GDAgainstFlow(lrs=np.asarray(lrs), ts=tuple(ts), xs=tuple(xs),
+                         flow_at=tuple(flow[np.searchsorted(union, grid)] for grid in grids), flow_t=union, flow_x=flow)
 
 
 # --------------------------------------------------------------------------- moments
-class Moments(NamedTuple):
+class Moments(eqx.Module):
     """Per-coordinate moments over paths at every saved time, each ``(S, d)``, with
     standard errors (``var_se`` from the fourth central moment: ``√((m₄ − s⁴)/n)``)."""
 
@@ -140,10 +156,10 @@ def path_moments(ens: Ensemble) -> Moments:
     var = (c**2).sum(axis=0) / (n - 1)
     m4 = (c**4).mean(axis=0)
     var_se = np.sqrt(np.clip(m4 - var**2, 0.0, None) / n)
-    return Moments(np.asarray(ens.ts), mean, np.sqrt(var / n), var, var_se, n)
+    return Moments(ts=np.asarray(ens.ts), mean=mean, mean_se=np.sqrt(var / n), var=var, var_se=var_se, n_paths=n)
 
 
-class CovarianceEstimate(NamedTuple):
+class CovarianceEstimate(eqx.Module):
     """A covariance matrix with elementwise standard errors and its trace with its own."""
 
     cov: np.ndarray
@@ -161,9 +177,8 @@ def _cov_with_se(samples, centre=None) -> CovarianceEstimate:
         x = c[:, :, None] * c[:, None, :]
     n = x.shape[0]
     tr = np.trace(x, axis1=1, axis2=2)
-    return CovarianceEstimate(
-        x.mean(axis=0), x.std(axis=0, ddof=1) / np.sqrt(n), float(tr.mean()), float(tr.std(ddof=1) / np.sqrt(n)), n
-    )
+    return CovarianceEstimate(cov=x.mean(axis=0), cov_se=x.std(axis=0, ddof=1) / np.sqrt(n), trace=float(tr.mean()),
+                              trace_se=float(tr.std(ddof=1) / np.sqrt(n)), n=n)
 
 
 def stationary_covariance(ens: Ensemble, *, burn_in: float, centre=None) -> CovarianceEstimate:
@@ -226,7 +241,63 @@ class StationarySweepConfig:
         return quadratic_finite_sum(h, h, key=key, n_examples=self.n_examples, minimum=np.array([1.0, -0.5]))
 
 
-def stationary_covariance_sweep(config: StationarySweepConfig, *, key, verbose: bool = False) -> dict:
+class MethodCovariance(eqx.Module):
+    """One method's stationary covariance at every ``lr`` of a sweep: ``diag`` ``(n_lr, d)``,
+    the diagonal ``Σ̃ᵢᵢ`` in the eigenbasis of ``H`` with its standard error over paths
+    ``se``, and the full matrices ``cov`` ``(n_lr, d, d)`` in the original basis."""
+
+    diag: np.ndarray
+    se: np.ndarray
+    cov: np.ndarray
+
+
+class StationarySweep(eqx.Module):
+    """A :func:`stationary_covariance_sweep`: real SGD, noisy GD and the SDE at a fine step
+    against both Lyapunov solutions, for every ``lr``.
+
+    Attributes:
+        lrs: ``(n_lr,)``; eigenvalues: ``(d,)`` of ``H``, ascending (the column order);
+        hessian, noise_cov: ``(d, d)``; batch_size: ``B``.
+        sgd, noisy_gd, sde: :class:`MethodCovariance` of each method.
+        lyap_cont, lyap_disc: ``(n_lr, d)`` diagonals of the continuous and discrete
+            Lyapunov solutions in the eigenbasis of ``H``.
+        fine_lrs, fine_lyap_cont, fine_lyap_disc: both solutions on a fine ``lr`` grid.
+        config: the :class:`StationarySweepConfig`.
+    """
+
+    lrs: np.ndarray
+    eigenvalues: np.ndarray
+    hessian: np.ndarray
+    noise_cov: np.ndarray
+    batch_size: int
+    sgd: MethodCovariance
+    noisy_gd: MethodCovariance
+    sde: MethodCovariance
+    lyap_cont: np.ndarray
+    lyap_disc: np.ndarray
+    fine_lrs: np.ndarray
+    fine_lyap_cont: np.ndarray
+    fine_lyap_disc: np.ndarray
+    config: StationarySweepConfig = eqx.field(static=True)
+
+    METHODS = ("sgd", "noisy_gd", "sde")
+
+    def table(self) -> str:
+        """Plain-text table: ``Σ̃ᵢᵢ/lr`` of each method and both Lyapunov solutions."""
+        lines = []
+        for i, lam in enumerate(self.eigenvalues):
+            lines.append(f"eigendirection λ={lam:g}: Σ̃/lr (± s.e.)")
+            lines.append(f"{'lr':>6} {'lr·λ':>5} {'SGD':>16} {'noisy GD':>16} {'SDE (fine dt)':>16} {'Lyap cont':>9} "
+                         f"{'Lyap disc':>9}")
+            for j, lr in enumerate(self.lrs):
+                cells = [f"{getattr(self, m).diag[j, i] / lr:8.4f}±{getattr(self, m).se[j, i] / lr:.4f}"
+                         for m in self.METHODS]
+                lines.append(f"{lr:6g} {lr * lam:5.2f} " + " ".join(f"{c:>16}" for c in cells)
+                             + f" {self.lyap_cont[j, i] / lr:9.4f} {self.lyap_disc[j, i] / lr:9.4f}")
+        return "\n".join(lines)
+
+
+def stationary_covariance_sweep(config: StationarySweepConfig, *, key, verbose: bool = False) -> StationarySweep:
     """Stationary covariance of real SGD, noisy GD and the SDE (at the fine step
     ``config.sde_dt``) on :func:`quadratic_finite_sum` with ``D = H``, for every ``lr`` in
     ``config.lrs``, against the continuous and the discrete Lyapunov solutions
@@ -238,10 +309,7 @@ def stationary_covariance_sweep(config: StationarySweepConfig, *, key, verbose: 
 
     Everything is reported in the eigenbasis of ``H`` (column ``i`` ↔ eigenvalue
     ``config.eigenvalues`` sorted ascending), as the diagonal ``Σ̃ᵢᵢ`` and its standard error
-    over paths. Returns a dict of numpy arrays: ``lrs``, ``eigenvalues``, ``hessian``,
-    ``noise_cov``; ``<method>_diag`` and ``<method>_se`` ``(n_lr, d)`` for method in
-    ``sgd``, ``noisy_gd``, ``sde``; ``lyap_cont``, ``lyap_disc`` ``(n_lr, d)``; and the full
-    matrices ``<method>_cov`` ``(n_lr, d, d)`` in the original basis.
+    over paths (see :class:`StationarySweep`).
     """
     k_prob, k_run = jr.split(key)
     prob = config.problem(k_prob)
@@ -274,16 +342,18 @@ def stationary_covariance_sweep(config: StationarySweepConfig, *, key, verbose: 
         res["lyap_disc"].append(_lyapunov_diag(h, dcov, lr, b, vec, discrete=True))
         if verbose:
             print(f"  lr={lr:<6g} " + "  ".join(f"{m}={res[f'{m}_diag'][-1].round(5)}" for m in methods), flush=True)
-    out = {k: np.asarray(v) for k, v in res.items()}
     # both Lyapunov solutions on a fine lr grid, for the curves of the figure
     lr_max = min(max(config.lrs) * 1.05, 1.99 / lam.max())
     fine = np.geomspace(min(config.lrs) * 0.9, lr_max, 120)
-    out["fine_lrs"] = fine
-    out["fine_lyap_cont"] = np.array([_lyapunov_diag(h, dcov, lr, b, vec, discrete=False) for lr in fine])
-    out["fine_lyap_disc"] = np.array([_lyapunov_diag(h, dcov, lr, b, vec, discrete=True) for lr in fine])
-    out.update(lrs=np.asarray(config.lrs, dtype=np.float64), eigenvalues=lam, hessian=h, noise_cov=dcov,
-               batch_size=np.asarray(b))
-    return out
+    per = {m: MethodCovariance(diag=np.asarray(res[f"{m}_diag"]), se=np.asarray(res[f"{m}_se"]),
+                               cov=np.asarray(res[f"{m}_cov"])) for m in methods}
+    return StationarySweep(
+        lrs=np.asarray(config.lrs, dtype=np.float64), eigenvalues=lam, hessian=h, noise_cov=dcov, batch_size=int(b),
+        **per, lyap_cont=np.asarray(res["lyap_cont"]), lyap_disc=np.asarray(res["lyap_disc"]), fine_lrs=fine,
+        fine_lyap_cont=np.array([_lyapunov_diag(h, dcov, lr, b, vec, discrete=False) for lr in fine]),
+        fine_lyap_disc=np.array([_lyapunov_diag(h, dcov, lr, b, vec, discrete=True) for lr in fine]),
+        config=config,
+    )
 
 
 def _lyapunov_diag(h, dcov, lr, batch_size, vec, *, discrete: bool) -> np.ndarray:
@@ -300,52 +370,38 @@ def _eig_se(ens: Ensemble, burn_in: float, centre, vec) -> np.ndarray:
     return per_path.std(axis=0, ddof=1) / np.sqrt(per_path.shape[0])
 
 
-def stationary_table(data: dict) -> str:
-    """Plain-text table of a sweep: ``Σ̃ᵢᵢ/lr`` of each method and both Lyapunov solutions."""
-    lines = []
-    for i, lam in enumerate(data["eigenvalues"]):
-        lines.append(f"eigendirection λ={lam:g}: Σ̃/lr (± s.e.)")
-        lines.append(f"{'lr':>6} {'lr·λ':>5} {'SGD':>16} {'noisy GD':>16} {'SDE (fine dt)':>16} {'Lyap cont':>9} {'Lyap disc':>9}")
-        for j, lr in enumerate(data["lrs"]):
-            cells = [f"{data[f'{m}_diag'][j, i] / lr:8.4f}±{data[f'{m}_se'][j, i] / lr:.4f}"
-                     for m in ("sgd", "noisy_gd", "sde")]
-            lines.append(f"{lr:6g} {lr * lam:5.2f} " + " ".join(f"{c:>16}" for c in cells)
-                         + f" {data['lyap_cont'][j, i] / lr:9.4f} {data['lyap_disc'][j, i] / lr:9.4f}")
-    return "\n".join(lines)
-
-
-def plot_stationary_covariance(data: dict, path) -> pathlib.Path:
-    """Plot a sweep: one panel per eigendirection of ``H``; the stationary variance along it
-    divided by the SDE's prediction (continuous Lyapunov), against ``lr``, for SGD, noisy GD
-    and the SDE at a fine step (error bars: 2 s.e. over paths), over both Lyapunov curves."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+def plot_stationary_covariance(sweep: StationarySweep, axes=None):
+    """Plot a :class:`StationarySweep`: one panel per eigendirection of ``H``; the stationary
+    variance along it divided by the SDE's prediction (continuous Lyapunov), against ``lr``,
+    for SGD, noisy GD and the SDE at a fine step (error bars: 2 s.e. over paths), over both
+    Lyapunov curves. Returns the axes (a new figure if ``axes`` is ``None``)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
-    lrs, lam, fine = data["lrs"], data["eigenvalues"], data["fine_lrs"]
-    b = float(data["batch_size"])
+    lrs, lam, fine = sweep.lrs, sweep.eigenvalues, sweep.fine_lrs
+    b = float(sweep.batch_size)
     style = {"sgd": ("SGD, real mini-batches", "o", "C0", -1),
              "noisy_gd": ("noisy GD, Gaussian noise", "s", "C1", 0),
              "sde": ("SDE, fine step dt", "^", "C2", 1)}
-    fig, axes = plt.subplots(1, len(lam), figsize=(5.0 * len(lam), 4.0), constrained_layout=True)
+    if axes is None:
+        _, axes = plt.subplots(1, len(lam), figsize=(5.0 * len(lam), 4.0), constrained_layout=True)
     axes = np.atleast_1d(axes)
     dx = 0.006 * (lrs.max() - 0)
     for i, ax in enumerate(axes):
-        ref = data["lyap_cont"][:, i]
-        ax.plot(fine, data["fine_lyap_cont"][:, i] / data["fine_lyap_cont"][:, i], "k--", lw=1.2,
+        ref = sweep.lyap_cont[:, i]
+        ax.plot(fine, sweep.fine_lyap_cont[:, i] / sweep.fine_lyap_cont[:, i], "k--", lw=1.2,
                 label="continuous Lyapunov (SDE theory)")
-        ax.plot(fine, data["fine_lyap_disc"][:, i] / data["fine_lyap_cont"][:, i], "k-", lw=1.2,
+        ax.plot(fine, sweep.fine_lyap_disc[:, i] / sweep.fine_lyap_cont[:, i], "k-", lw=1.2,
                 label="discrete Lyapunov (SGD theory)")
         for m, (label, marker, color, shift) in style.items():
-            ax.errorbar(lrs + shift * dx, data[f"{m}_diag"][:, i] / ref, yerr=2 * data[f"{m}_se"][:, i] / ref,
+            est = getattr(sweep, m)
+            ax.errorbar(lrs + shift * dx, est.diag[:, i] / ref, yerr=2 * est.se[:, i] / ref,
                         fmt=marker, color=color, ms=5, capsize=2.5, lw=1, label=label)
         if 2.0 / lam[i] <= 1.1 * fine.max():
             ax.axvline(2.0 / lam[i], color="0.5", ls=":", lw=1)
             ax.text(2.0 / lam[i], 0.5, "lr = 2/λ: unstable beyond ", rotation=90, ha="right", va="center",
                     fontsize=8, color="0.4", transform=ax.get_xaxis_transform())
-        if np.max(data["lyap_disc"][:, i] / ref) > 3:  # log scale only when the range needs it
+        if np.max(sweep.lyap_disc[:, i] / ref) > 3:  # log scale only when the range needs it
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
             ax.yaxis.set_minor_formatter(NullFormatter())
@@ -356,10 +412,14 @@ def plot_stationary_covariance(data: dict, path) -> pathlib.Path:
         ax.set_title(f"{kind} eigendirection, curvature λ = {lam[i]:g}", fontsize=10)
         ax.grid(True, which="both", alpha=0.25)
     axes[0].legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"Stationary covariance near a minimum (D = H, B = {b:g}); SDE prediction = lr/(2B); "
-                 "error bars 2 s.e. over paths", fontsize=9.5)
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    axes[0].figure.suptitle(f"Stationary covariance near a minimum (D = H, B = {b:g}); SDE prediction = lr/(2B); "
+                            "error bars 2 s.e. over paths", fontsize=9.5)
+    return axes
+
+
+register_result(GDAgainstFlow)
+register_result(Moments)
+register_result(CovarianceEstimate)
+register_result(MethodCovariance)
+register_result(StationarySweep)
+register_result(StationarySweepConfig)

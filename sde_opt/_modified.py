@@ -32,6 +32,7 @@ from jaxtyping import Array, Float
 from ._checks import positive
 from ._dynamics import GD, AbstractContinuous, GradientFlow, ModifiedFlow, ShuffledSGD, _check_batch
 from ._engine import simulate
+from ._io import register_result
 from ._noise import batch_noise_scale
 from ._problem import Problem
 
@@ -149,20 +150,44 @@ def _steps(t1, lr, multiple: int = 1) -> int:
     return k
 
 
-def gd_modified_flow_errors(problem: Problem, theta0, lrs, t1, *, steps: int = 2048) -> dict:
+class GDFlowErrors(eqx.Module):
+    """GD's distance at ``t1`` from the gradient flow (``err_flow``) and from the modified
+    flow (``err_modified``) per ``lr`` in ``lrs``, with the fitted log–log slopes (theory: 1, 2)."""
+
+    lrs: np.ndarray
+    err_flow: np.ndarray
+    err_modified: np.ndarray
+    slope_flow: float
+    slope_modified: float
+
+
+class SGDFlowErrors(eqx.Module):
+    """The distance of SGD's mean iterate at ``t1`` from gradient flow (``err_flow``), GD's
+    modified flow (``err_gd_modified``) and SGD's (``err_sgd_modified``) per ``lr``, the
+    Euclidean standard error ``se`` of the mean iterate and the fitted slopes (theory: 1, 1, 2)."""
+
+    lrs: np.ndarray
+    se: np.ndarray
+    err_flow: np.ndarray
+    err_gd_modified: np.ndarray
+    err_sgd_modified: np.ndarray
+    slope_flow: float
+    slope_gd_modified: float
+    slope_sgd_modified: float
+
+
+def gd_modified_flow_errors(problem: Problem, theta0, lrs, t1, *, steps: int = 2048) -> GDFlowErrors:
     """GD against gradient flow and against the modified flow of ``L + (lr/4)‖∇L‖²``, at
     time ``t1`` (``t1/lr`` GD steps from ``theta0``; a whole number for each ``lr``).
 
     The flows are integrated by Richardson-extrapolated Euler (``steps`` and ``2·steps``
-    steps), far more accurately than the differences measured. Returns a dict of arrays:
-    ``lrs``, ``err_flow``, ``err_modified`` (Euclidean distances at ``t1``) and the fitted
-    log–log slopes ``slope_flow`` (≈ 1) and ``slope_modified`` (≈ 2).
+    steps), far more accurately than the differences measured (see :class:`GDFlowErrors`).
 
     Example:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> res = so.experiments.gd_modified_flow_errors(so.landscapes.x_plus_sin(), jnp.array([2.5]),
         ...                                  [0.1, 0.05, 0.025], t1=2.0)
-        >>> round(float(res["slope_flow"])), round(float(res["slope_modified"]))
+        >>> round(res.slope_flow), round(res.slope_modified)
         (1, 2)
     """
     lrs = [float(lr) for lr in lrs]
@@ -175,21 +200,17 @@ def gd_modified_flow_errors(problem: Problem, theta0, lrs, t1, *, steps: int = 2
         x = np.asarray(gd.ys[0, -1])
         e_flow.append(float(np.linalg.norm(x - ref_flow)))
         e_mod.append(float(np.linalg.norm(x - _flow_at(ModifiedFlow(problem, lr), theta0, t1, steps))))
-    return {
-        "lrs": np.array(lrs), "err_flow": np.array(e_flow), "err_modified": np.array(e_mod),
-        "slope_flow": np.array(_slope(lrs, e_flow)), "slope_modified": np.array(_slope(lrs, e_mod)),
-    }
+    return GDFlowErrors(lrs=np.array(lrs), err_flow=np.array(e_flow), err_modified=np.array(e_mod),
+                        slope_flow=_slope(lrs, e_flow), slope_modified=_slope(lrs, e_mod))
 
 
 def sgd_modified_flow_errors(problem: Problem, theta0, lrs, batch_size, t1, *, key, n_paths: int = 1000,
-                             steps: int = 2048) -> dict:
+                             steps: int = 2048) -> SGDFlowErrors:
     """The mean of SGD with random reshuffling (:class:`sde_opt.ShuffledSGD`) at time
     ``t1`` (a whole number of epochs for every ``lr``) against gradient flow, GD's modified
     flow, and :class:`SGDModifiedFlow` (with the batch term).
 
-    Returns ``lrs``, ``err_flow``, ``err_gd_modified``, ``err_sgd_modified`` (distance of the
-    mean iterate to each flow), ``se`` (Euclidean standard error of the mean iterate) and
-    the three fitted slopes (theory: 1, 1, 2).
+    See :class:`SGDFlowErrors`.
     """
     lrs = [float(lr) for lr in lrs]
     theta0 = jnp.asarray(theta0)
@@ -208,11 +229,16 @@ def sgd_modified_flow_errors(problem: Problem, theta0, lrs, batch_size, t1, *, k
         out["gd_modified"].append(float(np.linalg.norm(mean - _flow_at(ModifiedFlow(problem, lr), theta0, t1, steps))))
         sgd_flow = SGDModifiedFlow(problem, lr, batch_size)
         out["sgd_modified"].append(float(np.linalg.norm(mean - _flow_at(sgd_flow, theta0, t1, steps))))
-    res = {"lrs": np.array(lrs), "se": np.array(ses)}
-    for name, errs in out.items():
-        res[f"err_{name}"] = np.array(errs)
-        res[f"slope_{name}"] = np.array(_slope(lrs, errs))
-    return res
+    return SGDFlowErrors(
+        lrs=np.array(lrs), se=np.array(ses), err_flow=np.array(out["flow"]), err_gd_modified=np.array(out["gd_modified"]),
+        err_sgd_modified=np.array(out["sgd_modified"]), slope_flow=_slope(lrs, out["flow"]),
+        slope_gd_modified=_slope(lrs, out["gd_modified"]), slope_sgd_modified=_slope(lrs, out["sgd_modified"]),
+    )
 
 
-__all__ = ["modified_loss", "SGDModifiedFlow", "gd_modified_flow_errors", "sgd_modified_flow_errors"]
+register_result(GDFlowErrors)
+register_result(SGDFlowErrors)
+
+
+__all__ = ["modified_loss", "SGDModifiedFlow", "GDFlowErrors", "SGDFlowErrors", "gd_modified_flow_errors",
+           "sgd_modified_flow_errors"]

@@ -36,12 +36,14 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from scipy import stats
 
 from ._dynamics import SGD, SGDSDE, NoisyGD
+from ._io import register_result
 from ._noise import ConstantNoise
 from ._problem import Problem
 from ._stability import BGK_BETA, stability_radius
@@ -90,11 +92,10 @@ def well_family(family: str, kappa, *, barrier=1.0, width=math.sqrt(2.0), noise_
     return Problem(_well_loss, data, info=info, name=f"well_{family}")
 
 
-@dataclasses.dataclass
-class ExponentFit:
+class ExponentFit(eqx.Module):
     """``r ∝ κ^p``: ``exponent`` with its interval ``[low, high]`` (``confidence``), the
-    intercept, the lack-of-fit ``chi2`` per degree of freedom, and the local exponents
-    between neighbouring points."""
+    intercept, the lack-of-fit ``chi2`` per degree of freedom, the local exponents
+    between neighbouring points and the range ``[kappa_min, kappa_max]`` of the points fitted."""
 
     exponent: float
     low: float
@@ -103,6 +104,8 @@ class ExponentFit:
     intercept: float
     chi2_dof: float
     local: np.ndarray
+    kappa_min: float = math.nan
+    kappa_max: float = math.nan
 
 
 def fit_exponent(kappa, radius, low, high, confidence: float = 0.95) -> ExponentFit:
@@ -131,7 +134,9 @@ def fit_exponent(kappa, radius, low, high, confidence: float = 0.95) -> Exponent
     tq = stats.t.ppf(0.5 + confidence / 2, max(dof, 1))
     local = np.diff(np.log(r)) / np.diff(x)
     return ExponentFit(exponent=float(coef[1]), low=float(coef[1] - tq * se_p), high=float(coef[1] + tq * se_p),
-                       stderr=float(se_p), intercept=float(coef[0]), chi2_dof=chi2, local=local)
+                       stderr=float(se_p), intercept=float(coef[0]), chi2_dof=chi2, local=local,
+                       kappa_min=float(np.min(np.asarray(kappa, np.float64)[ok])),
+                       kappa_max=float(np.max(np.asarray(kappa, np.float64)[ok])))
 
 
 @dataclasses.dataclass
@@ -172,24 +177,77 @@ def _dynamics(kind: str, prob: Problem, cfg: RadiusStudyConfig, d_min: float):
     raise ValueError(f"dynamics must be one of {DYNAMICS}, got {kind!r}.")
 
 
-def radius_study(config: RadiusStudyConfig | None = None, *, key, progress: bool = False) -> dict:
-    """Measure ``r(δ)`` against ``κ`` for every (family, noise, dynamics) and fit the exponent.
+class RadiusSetting(eqx.Module):
+    """``r(δ)`` against ``κ`` for one (``family``, ``noise``, ``dynamics``) of a :func:`radius_study`.
 
-    Returns a dict of numpy arrays: ``kappas``; per setting ``<family>/<noise>/<dynamics>``
-    the arrays ``…/radius``, ``…/low``, ``…/high``, ``…/escaped`` (fraction of paths that
-    reached the barrier ``−a``), ``…/fit`` = ``[p, low, high, stderr, chi2_dof, κmin, κmax]``
-    over every finite point and ``…/fit_local`` the same over the *local* regime (fewer
-    than ``δ/2`` of the paths reached the barrier and, for discrete algorithms,
-    ``lr κ ≤ 1``), where the linearisation at the minimum describes the radius;
-    ``curve_delta`` and ``…/curve`` (``(m, len(curve_delta))`` radii at several ``δ``).
-    Points where the discrete algorithm is linearly unstable (``lr κ ≥ 2``) are ``nan``;
-    paths of a discrete algorithm that blew up count as infinite excursions.
+    Attributes:
+        radius, low, high: ``(m,)`` the radius at each ``κ`` with its interval; ``nan``
+            where the discrete algorithm is linearly unstable (``lr κ ≥ 2``) or its paths
+            blew up (infinite excursions).
+        escaped: ``(m,)`` fraction of paths that reached the barrier ``−a``.
+        curve: ``(m, len(curve_delta))`` radii at several ``δ``.
+        fit: :class:`ExponentFit` over every finite point (``None`` if fewer than 3).
+        fit_local: the same over the *local* regime (fewer than ``δ/2`` of the paths
+            reached the barrier and, for discrete algorithms, ``lr κ ≤ 1``), where the
+            linearisation at the minimum describes the radius.
+    """
+
+    radius: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    escaped: np.ndarray
+    curve: np.ndarray
+    fit: ExponentFit | None
+    fit_local: ExponentFit | None
+    family: str = eqx.field(static=True)
+    noise: str = eqx.field(static=True)
+    dynamics: str = eqx.field(static=True)
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}/{self.noise}/{self.dynamics}"
+
+
+class RadiusStudy(eqx.Module):
+    """A :func:`radius_study`: the grid ``kappas``, the levels ``curve_delta`` of the curves,
+    one :class:`RadiusSetting` per (family, noise, dynamics) and the config."""
+
+    kappas: np.ndarray
+    curve_delta: np.ndarray
+    settings: tuple[RadiusSetting, ...]
+    config: RadiusStudyConfig = eqx.field(static=True)
+
+    def setting(self, family: str, noise: str, dynamics: str) -> RadiusSetting:
+        for s in self.settings:
+            if (s.family, s.noise, s.dynamics) == (family, noise, dynamics):
+                return s
+        raise ValueError(f"no setting {family}/{noise}/{dynamics}; the study has "
+                         f"{[s.name for s in self.settings]}.")
+
+    def table(self) -> str:
+        """The fitted exponents as a text table: over all points, and over the local regime."""
+        rows = [f"{'setting':<34} {'range':<5} {'κ':>11} {'p (r ∝ κ^p)':>11} {'95% interval':>19} {'χ²/dof':>8}"
+                f"  p = −1?"]
+        for st in sorted(self.settings, key=lambda s: s.name):
+            for tag, fit in (("all", st.fit), ("local", st.fit_local)):
+                if fit is None:
+                    rows.append(f"{st.name:<34} {tag:<5} {'—':>11}")
+                    continue
+                verdict = "consistent" if fit.low <= -1 <= fit.high else "rejected"
+                rows.append(f"{st.name:<34} {tag:<5} {fit.kappa_min:>5.3g}–{fit.kappa_max:<5.3g} {fit.exponent:>11.3f} "
+                            f"[{fit.low:>7.3f}, {fit.high:>7.3f}] {fit.chi2_dof:>8.2f}  {verdict}")
+        return "\n".join(rows)
+
+
+def radius_study(config: RadiusStudyConfig | None = None, *, key, progress: bool = False) -> RadiusStudy:
+    """Measure ``r(δ)`` against ``κ`` for every (family, noise, dynamics) and fit the exponent
+    (see :class:`RadiusSetting`); paths of a discrete algorithm that blew up count as
+    infinite excursions.
     """
     cfg = RadiusStudyConfig() if config is None else config
     kappas = np.asarray(cfg.kappas, dtype=np.float64)
-    out: dict = {"kappas": kappas}
     curve_deltas = np.array([0.5, 0.25, 0.1, 0.05])
-    out["curve_delta"] = curve_deltas
+    results = []
     settings = [(f, n, d) for f in cfg.families for n in cfg.noises for d in cfg.dynamics]
     for s_idx, (fam, noise, dyn_kind) in enumerate(settings):
         name = f"{fam}/{noise}/{dyn_kind}"
@@ -216,34 +274,21 @@ def radius_study(config: RadiusStudyConfig | None = None, *, key, progress: bool
             if progress:
                 print(f"  {name:<32} κ={kappa:<6g} r={res.radius:.4g} [{res.low:.4g}, {res.high:.4g}] "
                       f"escaped={esc[i]:.3f}", flush=True)
-        out[f"{name}/radius"], out[f"{name}/low"], out[f"{name}/high"] = rad, lo, hi
-        out[f"{name}/escaped"], out[f"{name}/curve"] = esc, curve
         local = esc < cfg.delta / 2
         if dyn_kind != "sde":
             local &= cfg.lr * kappas <= 1.0
-        for tag, sel in (("fit", np.isfinite(rad)), ("fit_local", np.isfinite(rad) & local)):
+        fits = []
+        for sel in (np.isfinite(rad), np.isfinite(rad) & local):
             try:
-                fit = fit_exponent(kappas[sel], rad[sel], lo[sel], hi[sel], cfg.confidence)
-                out[f"{name}/{tag}"] = np.array([fit.exponent, fit.low, fit.high, fit.stderr, fit.chi2_dof,
-                                                 kappas[sel].min(), kappas[sel].max()])
+                fits.append(fit_exponent(kappas[sel], rad[sel], lo[sel], hi[sel], cfg.confidence))
             except ValueError:
-                out[f"{name}/{tag}"] = np.full(7, np.nan)
-    return out
+                fits.append(None)
+        results.append(RadiusSetting(radius=rad, low=lo, high=hi, escaped=esc, curve=curve, fit=fits[0],
+                                     fit_local=fits[1], family=fam, noise=noise, dynamics=dyn_kind))
+    return RadiusStudy(kappas=kappas, curve_delta=curve_deltas, settings=tuple(results), config=cfg)
 
 
-def exponent_table(data: dict) -> str:
-    """The fitted exponents of a :func:`radius_study` result as a text table: over all
-    points, and over the local regime (see :func:`radius_study`)."""
-    rows = [f"{'setting':<34} {'range':<5} {'κ':>11} {'p (r ∝ κ^p)':>11} {'95% interval':>19} {'χ²/dof':>8}"
-            f"  p = −1?"]
-    for key in sorted(k for k in data if k.endswith("/fit")):
-        name = key[: -len("/fit")]
-        for tag in ("fit", "fit_local"):
-            p, lo, hi, _, chi2, kmin, kmax = data[f"{name}/{tag}"]
-            if not np.isfinite(p):
-                rows.append(f"{name:<34} {tag[4:] or 'all':<5} {'—':>11}")
-                continue
-            verdict = "consistent" if lo <= -1 <= hi else "rejected"
-            rows.append(f"{name:<34} {tag[4:] or 'all':<5} {kmin:>5.3g}–{kmax:<5.3g} {p:>11.3f} "
-                        f"[{lo:>7.3f}, {hi:>7.3f}] {chi2:>8.2f}  {verdict}")
-    return "\n".join(rows)
+register_result(ExponentFit)
+register_result(RadiusSetting)
+register_result(RadiusStudy)
+register_result(RadiusStudyConfig)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -28,6 +29,7 @@ import numpy as np
 from ._checks import positive, square_matrix
 from ._dynamics import SGD, SGDSDE
 from ._engine import simulate
+from ._io import register_result
 from ._noise import MinibatchNoise
 from ._problem import Problem
 from ._theory import ou_stationary_covariance
@@ -113,7 +115,50 @@ def sqrt_scaling_rule(kappa, *, eps_in_sqrt: bool = False, **hparams) -> dict:
 # ----------------------------------------------------------------------------- experiments
 
 
-def linear_rule_quadratic(hessian, lr, batch_size, kappas, noise_cov=None) -> dict:
+class QuadraticRuleLoss(eqx.Module):
+    """Stationary losses under the linear rule on a quadratic (:func:`linear_rule_quadratic`):
+    ``sde_loss`` (the same for every ``κ``), ``sgd_loss`` (``inf`` past ``κ*``), their
+    ``ratio`` per ``κ`` in ``kappas``, and ``kappa_max = κ*``."""
+
+    kappas: np.ndarray
+    sde_loss: np.ndarray
+    sgd_loss: np.ndarray
+    ratio: np.ndarray
+    kappa_max: float
+
+
+class ScalingSweep(eqx.Module):
+    """A statistic of the final iterate at the same SDE time for each ``κ`` (:func:`scaling_rule_sweep`):
+    ``mean`` and ``se`` over the finite paths, the fraction ``diverged`` of non-finite
+    paths, and the scaled ``lr`` and ``batch_size`` per ``κ`` (``nan`` if the rule has none)."""
+
+    kappas: np.ndarray
+    mean: np.ndarray
+    se: np.ndarray
+    diverged: np.ndarray
+    lr: np.ndarray
+    batch_size: np.ndarray
+
+
+class LinearRuleBreakdown(eqx.Module):
+    """Real SGD under the linear rule against the SDE every ``κ`` shares (:func:`linear_rule_breakdown`).
+
+    Attributes:
+        sweep: the :class:`ScalingSweep` of SGD at ``(κ·lr, κ·B)``.
+        sde_mean, sde_se: ``E L`` of the SDE and its standard error.
+        lambda_max: the top Hessian eigenvalue at the end point; kappa_max: ``2/(lr·λ_max)``.
+        z: ``(n,)`` SGD's deviation from the SDE in standard errors.
+    """
+
+    sweep: ScalingSweep
+    sde_mean: float
+    sde_se: float
+    lambda_max: float
+    kappa_max: float
+    z: np.ndarray
+
+
+def linear_rule_quadratic(hessian, lr, batch_size, kappas, noise_cov=None) -> QuadraticRuleLoss:
     """Where the linear rule breaks, in closed form: SGD on a quadratic with Hessian ``H``
     and gradient noise ``D`` (default ``D = H``), scaled by ``lr → κ·lr``, ``B → κB``.
 
@@ -123,8 +168,7 @@ def linear_rule_quadratic(hessian, lr, batch_size, kappas, noise_cov=None) -> di
     (for ``D = H``: ``E L = Σᵢ λᵢ lr/(2B(2 − κ lr λᵢ))``), diverging at
     ``κ* = 2/(lr·λ_max)``.
 
-    Returns ``kappas``, ``sde_loss`` (constant), ``sgd_loss`` (``inf`` past ``κ*``),
-    ``ratio = sgd_loss/sde_loss`` and ``kappa_max = κ*``.
+    Returns a :class:`QuadraticRuleLoss`.
     """
     h = np.asarray(square_matrix("hessian", hessian), dtype=np.float64)
     d = h if noise_cov is None else np.asarray(square_matrix("noise_cov", noise_cov, dim=h.shape[0], psd=True))
@@ -140,8 +184,8 @@ def linear_rule_quadratic(hessian, lr, batch_size, kappas, noise_cov=None) -> di
         sig = np.asarray(ou_stationary_covariance(h, d / kappa, kappa * lr, batch_size, discrete=True))
         sgd.append(0.5 * float(np.trace(h @ sig)))
     sgd = np.array(sgd)
-    return {"kappas": np.asarray(kappas, float), "sde_loss": np.full(len(sgd), sde), "sgd_loss": sgd,
-            "ratio": sgd / sde, "kappa_max": np.array(2.0 / (lr * lam_max))}
+    return QuadraticRuleLoss(kappas=np.asarray(kappas, float), sde_loss=np.full(len(sgd), sde), sgd_loss=sgd,
+                             ratio=sgd / sde, kappa_max=2.0 / (lr * lam_max))
 
 
 def scaling_rule_sweep(
@@ -155,7 +199,7 @@ def scaling_rule_sweep(
     n_paths: int,
     t1,
     statistic: Callable | None = None,
-) -> dict:
+) -> ScalingSweep:
     """Run a dynamics at hyperparameters scaled by ``rule`` for each ``κ`` and measure a
     statistic of the final iterate at the same SDE time ``t1``.
 
@@ -168,8 +212,7 @@ def scaling_rule_sweep(
         statistic: ``θ (d,) -> scalar`` per path (default: the problem's loss).
 
     Returns:
-        ``kappas``, ``mean``, ``se`` (over finite paths), ``diverged`` (fraction of paths
-        with non-finite iterates), ``lr`` and ``batch_size`` per ``κ`` (``nan`` if absent).
+        a :class:`ScalingSweep`.
     """
     means, ses, div, lrs, bs = [], [], [], [], []
     for i, kappa in enumerate(kappas):
@@ -193,12 +236,12 @@ def scaling_rule_sweep(
         ses.append(float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else np.nan)
         lrs.append(hp.get("lr", np.nan))
         bs.append(hp.get("batch_size", np.nan) if hp.get("batch_size") is not None else np.nan)
-    return {"kappas": np.asarray(kappas, float), "mean": np.array(means), "se": np.array(ses),
-            "diverged": np.array(div), "lr": np.array(lrs, float), "batch_size": np.array(bs, float)}
+    return ScalingSweep(kappas=np.asarray(kappas, float), mean=np.array(means), se=np.array(ses), diverged=np.array(div),
+                        lr=np.array(lrs, float), batch_size=np.array(bs, float))
 
 
 def linear_rule_breakdown(problem: Problem, lr, batch_size, kappas, y0, *, key, n_paths: int, t1,
-                          replacement: bool = True, sde_refine: int = 4) -> dict:
+                          replacement: bool = True, sde_refine: int = 4) -> LinearRuleBreakdown:
     """Where the linear scaling rule breaks for real mini-batch SGD on ``problem``.
 
     Runs SGD at ``(κ·lr, κ·B)`` for each ``κ`` to time ``t1`` and reports ``E L`` with its
@@ -207,8 +250,7 @@ def linear_rule_breakdown(problem: Problem, lr, batch_size, kappas, y0, *, key, 
     ``lr/sde_refine``). The rule holds while SGD's value agrees with the SDE's; it breaks
     as ``κ·lr`` nears the stability limit ``2/λ_max`` of the Hessian at the end point
     (reported as ``kappa_max``), and without replacement also as ``κB → N`` (the noise
-    vanishes). Returns the :func:`scaling_rule_sweep` dict plus ``sde_mean``, ``sde_se``,
-    ``lambda_max``, ``kappa_max`` and ``z`` (deviation from the SDE in standard errors).
+    vanishes). Returns a :class:`LinearRuleBreakdown`.
     """
     sweep = scaling_rule_sweep(
         lambda hp: SGD(problem, hp["lr"], hp["batch_size"], replacement=replacement), linear_scaling_rule,
@@ -229,9 +271,14 @@ def linear_rule_breakdown(problem: Problem, lr, batch_size, kappas, y0, *, key, 
         from ._curvature import hessian_eigs
 
         lam = float(hessian_eigs(problem, theta_end, 1, key=jr.fold_in(key, 20_000))[0][0])
-    z = (sweep["mean"] - sde_mean) / np.sqrt(sweep["se"] ** 2 + sde_se**2)
-    return {**sweep, "sde_mean": np.array(sde_mean), "sde_se": np.array(sde_se), "lambda_max": np.array(lam),
-            "kappa_max": np.array(2.0 / (float(lr) * lam)), "z": z}
+    z = (sweep.mean - sde_mean) / np.sqrt(sweep.se**2 + sde_se**2)
+    return LinearRuleBreakdown(sweep=sweep, sde_mean=sde_mean, sde_se=sde_se, lambda_max=lam,
+                               kappa_max=2.0 / (float(lr) * lam), z=z)
+
+
+register_result(QuadraticRuleLoss)
+register_result(ScalingSweep)
+register_result(LinearRuleBreakdown)
 
 
 __all__ = [
@@ -240,4 +287,7 @@ __all__ = [
     "linear_rule_quadratic",
     "scaling_rule_sweep",
     "linear_rule_breakdown",
+    "QuadraticRuleLoss",
+    "ScalingSweep",
+    "LinearRuleBreakdown",
 ]

@@ -36,6 +36,7 @@ from jaxtyping import Array, Float
 from ._checks import is_concrete, positive
 from ._dynamics import SGDSDE, AbstractDiscrete, AbstractOptax, _check_batch, _sample_batch, check_optimizer
 from ._engine import simulate
+from ._io import register_result
 from ._noise import MinibatchNoise
 from ._optimizers import AdamSDE, RMSpropSDE, adam_moments, global_rmsprop
 from ._problem import Problem
@@ -173,8 +174,31 @@ def svag_limit_adam(problem: Problem, lr, batch_size, b1=0.9, b2=0.999, eps=1e-8
     return AdamSDE(problem, lr, batch_size, MinibatchNoise(), b1, b2, eps, **kw)
 
 
+class SVAGStudy(eqx.Module):
+    """A statistic of SVAG against its SDE limit as ``ℓ`` grows (:func:`svag_study`).
+
+    Attributes:
+        ells: ``(n,)`` amplifications; ts: ``(S,)`` the saved times.
+        mean, se: ``(n, S)`` the statistic's mean over paths and its standard error.
+        limit_mean, limit_se: ``(S,)`` the same for the SDE limit.
+        diff, diff_se: ``(n,)`` final-time ``mean − limit_mean`` and its standard error.
+        slope: the fitted log–log slope of ``|diff|`` against ``ℓ`` (theory: −1; ``nan``
+            for a single ``ℓ``).
+    """
+
+    ells: np.ndarray
+    ts: np.ndarray
+    mean: np.ndarray
+    se: np.ndarray
+    limit_mean: np.ndarray
+    limit_se: np.ndarray
+    diff: np.ndarray
+    diff_se: np.ndarray
+    slope: float
+
+
 def svag_study(make: Callable, ells, limit, y0, *, key, n_paths: int, t1, n_saves: int = 10,
-               statistic: Callable | None = None, limit_refine: int = 16) -> dict:
+               statistic: Callable | None = None, limit_refine: int = 16) -> SVAGStudy:
     """SVAG statistics against their SDE limit as ``ℓ`` grows.
 
     Args:
@@ -187,10 +211,7 @@ def svag_study(make: Callable, ells, limit, y0, *, key, n_paths: int, t1, n_save
         statistic: ``θ -> scalar`` per path (default: the loss).
 
     Returns:
-        ``ells``, ``ts`` (``n_saves + 1`` times), ``mean`` and ``se`` ``(len(ells), S)``,
-        ``limit_mean``, ``limit_se`` ``(S,)``, ``diff`` (final-time ``mean − limit_mean``),
-        ``diff_se`` and ``slope``, the fitted log–log slope of ``|diff|`` against ``ℓ``
-        (theory: −1).
+        an :class:`SVAGStudy` (``S = n_saves + 1`` saved times).
     """
     ells = [float(x) for x in ells]
     stat = jax.vmap(statistic if statistic is not None else limit.problem.loss)
@@ -214,8 +235,11 @@ def svag_study(make: Callable, ells, limit, y0, *, key, n_paths: int, t1, n_save
     means, ses = np.array(means), np.array(ses)
     diff = means[:, -1] - lm[-1]
     slope = np.polyfit(np.log(ells), np.log(np.abs(diff)), 1)[0] if len(ells) > 1 else np.nan
-    return {"ells": np.array(ells), "ts": ts, "mean": means, "se": ses, "limit_mean": lm, "limit_se": ls,
-            "diff": diff, "diff_se": np.sqrt(ses[:, -1] ** 2 + ls[-1] ** 2), "slope": np.array(slope)}
+    return SVAGStudy(ells=np.array(ells), ts=ts, mean=means, se=ses, limit_mean=lm, limit_se=ls, diff=diff,
+                     diff_se=np.sqrt(ses[:, -1] ** 2 + ls[-1] ** 2), slope=float(slope))
+
+
+register_result(SVAGStudy)
 
 
 __all__ = [
@@ -228,4 +252,5 @@ __all__ = [
     "svag_limit_rmsprop",
     "svag_limit_adam",
     "svag_study",
+    "SVAGStudy",
 ]

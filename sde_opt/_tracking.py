@@ -193,14 +193,16 @@ def track(problem: Problem, optimizer, theta0, *, key: PRNGKeyArray, n_steps: in
                       _default_tol(theta0.dtype), with_noise, op.start, op.size)
 
 
-def plot_history(history, axes=None, *, label: str | None = None, color=None):
-    """Plot a :class:`History` (or its :meth:`~History.columns`) on four axes: the loss;
+def plot_history(history: History, axes=None, *, label: str | None = None, color=None):
+    """Plot a :class:`History` on four axes: the loss;
     the top Hessian eigenvalues; the alignment ``Tr(HD)/(Tr H · Tr D)`` with a band of two
     standard errors; the slope of ``B·Var(g_B)`` on ``H`` and the top-``k`` eigenspace
     overlap. Call it once per run with the same ``axes`` to compare runs. Returns the axes."""
     import matplotlib.pyplot as plt
 
-    cols = history.columns() if isinstance(history, History) else history
+    if not isinstance(history, History):
+        raise ValueError(f"history must be a History from so.curvature.track, got {type(history).__name__}.")
+    cols = history.columns()
     if axes is None:
         _, axes = plt.subplots(2, 2, figsize=(9, 6), constrained_layout=True)
     ax = np.asarray(axes).ravel()

@@ -7,10 +7,16 @@ the stability-radius exponent study, modified-equation errors, SVAG convergence,
 scaling-rule sweeps and the edge-of-stability sweep.
 """
 
-from ._edge_of_stability import edge_of_stability as edge_of_stability
+from ._edge_of_stability import (
+    EdgeOfStability as EdgeOfStability,
+    FlowComparison as FlowComparison,
+    edge_of_stability as edge_of_stability,
+)
 from ._escape_experiments import (
     HEADLINE as HEADLINE,
+    EscapeHeadline as EscapeHeadline,
     EscapeStudy as EscapeStudy,
+    MethodRates as MethodRates,
     SharpToFlat as SharpToFlat,
     default_sharp_flat as default_sharp_flat,
     equal_trace_noises as equal_trace_noises,
@@ -23,7 +29,10 @@ from ._escape_experiments import (
 )
 from ._experiments import (
     CovarianceEstimate as CovarianceEstimate,
+    GDAgainstFlow as GDAgainstFlow,
+    MethodCovariance as MethodCovariance,
     Moments as Moments,
+    StationarySweep as StationarySweep,
     StationarySweepConfig as StationarySweepConfig,
     batch_gradient_covariance as batch_gradient_covariance,
     gd_against_flow as gd_against_flow,
@@ -31,29 +40,39 @@ from ._experiments import (
     quadratic_finite_sum as quadratic_finite_sum,
     stationary_covariance as stationary_covariance,
     stationary_covariance_sweep as stationary_covariance_sweep,
-    stationary_table as stationary_table,
 )
 from ._modified import (
+    GDFlowErrors as GDFlowErrors,
+    SGDFlowErrors as SGDFlowErrors,
     gd_modified_flow_errors as gd_modified_flow_errors,
     sgd_modified_flow_errors as sgd_modified_flow_errors,
 )
 from ._radius_study import (
     ExponentFit as ExponentFit,
+    RadiusSetting as RadiusSetting,
+    RadiusStudy as RadiusStudy,
     RadiusStudyConfig as RadiusStudyConfig,
-    exponent_table as exponent_table,
     fit_exponent as fit_exponent,
     radius_study as radius_study,
     well_family as well_family,
 )
-from ._scaling import linear_rule_breakdown as linear_rule_breakdown, scaling_rule_sweep as scaling_rule_sweep
-from ._svag import svag_study as svag_study
+from ._scaling import (
+    LinearRuleBreakdown as LinearRuleBreakdown,
+    ScalingSweep as ScalingSweep,
+    linear_rule_breakdown as linear_rule_breakdown,
+    scaling_rule_sweep as scaling_rule_sweep,
+)
+from ._svag import SVAGStudy as SVAGStudy, svag_study as svag_study
 
 __all__ = [
-    "HEADLINE", "CovarianceEstimate", "EscapeStudy", "ExponentFit", "Moments", "RadiusStudyConfig", "SharpToFlat",
+    "HEADLINE", "CovarianceEstimate", "EscapeHeadline", "EscapeStudy", "GDAgainstFlow", "MethodCovariance",
+    "MethodRates", "StationarySweep", "ExponentFit", "Moments", "RadiusSetting", "RadiusStudy",
+    "RadiusStudyConfig", "SharpToFlat", "EdgeOfStability", "FlowComparison", "GDFlowErrors", "SGDFlowErrors",
+    "LinearRuleBreakdown", "ScalingSweep", "SVAGStudy",
     "StationarySweepConfig", "batch_gradient_covariance", "default_sharp_flat", "edge_of_stability",
-    "equal_trace_noises", "escape_headline", "escape_vs_batch", "escape_vs_sharpness", "exponent_table",
+    "equal_trace_noises", "escape_headline", "escape_vs_batch", "escape_vs_sharpness",
     "fit_exponent", "fit_log_slope", "gd_against_flow", "gd_modified_flow_errors", "linear_rule_breakdown",
     "path_moments", "quadratic_finite_sum", "radius_study", "scaling_rule_sweep", "sgd_modified_flow_errors",
     "sgd_vs_sde_escape", "sharp_to_flat", "stationary_covariance", "stationary_covariance_sweep",
-    "stationary_table", "svag_study", "well_family",
+    "svag_study", "well_family",
 ]

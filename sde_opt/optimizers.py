@@ -25,6 +25,7 @@ from ._optimizers import (
     scale_by_moments as scale_by_moments,
 )
 from ._scaling import (
+    QuadraticRuleLoss as QuadraticRuleLoss,
     linear_rule_quadratic as linear_rule_quadratic,
     linear_scaling_rule as linear_scaling_rule,
     sqrt_scaling_rule as sqrt_scaling_rule,
@@ -42,7 +43,7 @@ from ._svag import (
 
 __all__ = [
     "AbstractOptimizerModel", "AdaGradFlow", "AdamFlow", "AdamSDE", "HeavyBall", "NesterovFlow", "NoisyOptax",
-    "RMSpropFlow", "RMSpropSDE", "SGDModifiedFlow", "SVAG", "SVAGOptax", "adam_moments", "coupled_paths",
+    "QuadraticRuleLoss", "RMSpropFlow", "RMSpropSDE", "SGDModifiedFlow", "SVAG", "SVAGOptax", "adam_moments", "coupled_paths",
     "global_rmsprop", "linear_rule_quadratic", "linear_scaling_rule", "modified_loss", "nesterov_sbc",
     "scale_by_global_rms", "scale_by_moments", "sqrt_scaling_rule", "svag_adam", "svag_gradient",
     "svag_limit_adam", "svag_limit_rmsprop", "svag_rmsprop", "svag_weights",

@@ -9,6 +9,7 @@ stability radius ``r(δ)`` with order-statistics intervals, and the edge of stab
 from ._edge_of_stability import (
     FlowPath as FlowPath,
     SharpnessHistory as SharpnessHistory,
+    SharpnessSummary as SharpnessSummary,
     departure_step as departure_step,
     gradient_flow_path as gradient_flow_path,
     train_with_sharpness as train_with_sharpness,
@@ -33,7 +34,7 @@ from ._stability import (
 )
 
 __all__ = [
-    "DivergenceBoundary", "FlowPath", "GrowthRate", "MeanSquareStability", "RadiusCurve", "SharpnessHistory",
+    "DivergenceBoundary", "FlowPath", "GrowthRate", "MeanSquareStability", "RadiusCurve", "SharpnessHistory", "SharpnessSummary",
     "StabilityRadius", "StabilityRegion", "batch_factor", "departure_step", "divergence_boundary", "gd_max_lr",
     "gradient_flow_path", "max_excursion", "moment_growth_rate", "per_example_hessians", "quantile_coverage",
     "quantile_interval", "quantile_ranks", "stability_radius", "train_with_sharpness",

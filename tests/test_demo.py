@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 
+import sde_opt as so
+
 
 def test_demo_writes_figure_data_and_table(tmp_path):
     out = tmp_path / "demo"
@@ -15,6 +17,7 @@ def test_demo_writes_figure_data_and_table(tmp_path):
     assert (out / "escape_sharpness.png").stat().st_size > 10_000
     meta = json.loads((out / "escape_sharpness.json").read_text())
     assert meta["config"]["n_paths"] == 60 and meta["sde_opt_version"]
-    with np.load(out / "escape_sharpness.npz", allow_pickle=False) as f:
-        assert f["hessian_mean_time"].shape == (3,) and np.all(np.isfinite(f["hessian_exact"]))
+    result, _ = so.load(out / "escape_sharpness")
+    assert isinstance(result, so.experiments.EscapeHeadline)
+    assert result.hessian.mean_time.shape == (3,) and np.all(np.isfinite(result.hessian.exact))
     assert "slope of log tau" in res.stdout and "Kramers" in res.stdout

@@ -64,9 +64,21 @@ def test_edge_of_stability_small():
                                    batch_sizes=[8], flow_max_steps=20_000)
     finally:
         jax.config.update("jax_enable_x64", True)
-    r = out["gd_0_sharpness"] * 0.6 / 2
+    r = np.asarray(out.gd[0].sharpness) * 0.6 / 2
     half = r[len(r) // 2:]
     assert np.all(np.abs(half - 1) < 0.1), half
-    assert out["flow_0_sharpness"][-1] > 1.1 * 2 / 0.6
-    assert 0 < out["gd_departure"][0] < 600
-    assert out["sgd_median_ratio"][0] < 0.9
+    assert out.flow[0].sharpness[-1] > 1.1 * 2 / 0.6
+    assert 0 < out.gd_departure[0] < 600
+    assert out.sgd_median_ratio[0] < 0.9
+
+
+def test_edge_of_stability_result_round_trip(tmp_path):
+    from result_helpers import round_trip
+
+    prob = so.problems.linear_regression(key=jr.key(0), n_examples=8, dim=2, noise_std=0.5)
+    out = so.experiments.edge_of_stability(prob, prob.theta0, key=jr.key(1), lrs=[0.1, 0.2], n_steps=20, every=10,
+                                           batch_sizes=[2], flow_max_steps=2000)
+    assert len(out.gd) == len(out.flow) == 2 and len(out.sgd) == 1 and out.gd[0].params.shape == (3, 0)
+    round_trip(tmp_path, out, "eos")
+    s = round_trip(tmp_path, out.gd[0].summary(), "summary")
+    assert s.lr == 0.1 and s.batch_size == 0 and -1 <= s.first_step_near <= 20

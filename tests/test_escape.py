@@ -128,3 +128,14 @@ def test_escape_vs_sharpness_shows_exponential_preference_only_for_hessian_noise
         slopes.append((s_mc, se))
     (s_h, se_h), (s_i, se_i) = slopes
     assert s_h - s_i > 3.0 and s_h - s_i > 5 * np.hypot(se_h, se_i)
+
+
+def test_escape_statistics_round_trip(tmp_path):
+    from result_helpers import round_trip
+
+    t = np.random.default_rng(0).exponential(2.0, 200)
+    ex = (np.minimum(t, 3.0), t < 3.0)
+    round_trip(tmp_path, so.escape_rate(ex), "rate")
+    km = round_trip(tmp_path, so.escape.kaplan_meier(ex), "km")
+    assert km(1.0) == so.escape.kaplan_meier(ex)(1.0)
+    round_trip(tmp_path, so.escape.memoryless_test(ex), "memoryless")

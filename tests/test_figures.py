@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -38,7 +39,9 @@ def test_figure_script_fast(script, tmp_path):
     assert meta["config"]["fast"] is True
     assert meta["key"] is not None and meta["sde_opt_version"] == so.__version__
     assert data
-    numeric = [np.asarray(v) for v in data.values() if np.issubdtype(np.asarray(v).dtype, np.number)]
+    leaves = jax.tree_util.tree_leaves(data)  # results are pytrees; nested ones too
+    numeric = [np.asarray(v) for v in leaves if isinstance(v, (np.ndarray, jax.Array, float, int))
+               and np.issubdtype(np.asarray(v).dtype, np.number)]
     # some figure data hold nan/inf on purpose (e.g. a theory outside its range); require real numbers somewhere
     assert any(np.isfinite(v).any() for v in numeric), "the figure data hold no finite numbers"
 

@@ -46,10 +46,10 @@ def test_gd_tracks_the_modified_flow_to_second_order():
     the modified flow. Slopes within ±0.3 of 1 and 2 (measured 0.95 and 1.92)."""
     prob = so.landscapes.double_well(barrier=1.0, curvature=2.0, dim=2, transverse=[3.0])
     res = so.experiments.gd_modified_flow_errors(prob, jnp.array([0.5, 1.0]), [0.1, 0.05, 0.025], t1=2.0)
-    print({k: np.round(v, 5) for k, v in res.items()})
-    assert abs(float(res["slope_flow"]) - 1.0) <= 0.3
-    assert abs(float(res["slope_modified"]) - 2.0) <= 0.3
-    assert np.all(res["err_modified"] < res["err_flow"] / 5)
+    print(res)
+    assert abs(float(res.slope_flow) - 1.0) <= 0.3
+    assert abs(float(res.slope_modified) - 2.0) <= 0.3
+    assert np.all(res.err_modified < res.err_flow / 5)
 
 
 def test_shuffled_sgd_mean_tracks_the_flow_with_the_batch_term():
@@ -59,12 +59,12 @@ def test_shuffled_sgd_mean_tracks_the_flow_with_the_batch_term():
     1.08, 1.93; the standard error of the mean iterate is below a fifth of every error."""
     data = so.problems.linear_regression(key=jr.key(0), n_examples=8, dim=2, noise_std=0.5)
     res = so.experiments.sgd_modified_flow_errors(data, jnp.zeros(2), [0.1, 0.05, 0.025], 2, 2.0, key=jr.key(1), n_paths=2000)
-    print({k: np.round(v, 5) for k, v in res.items()})
-    assert abs(float(res["slope_flow"]) - 1.0) <= 0.3
-    assert abs(float(res["slope_gd_modified"]) - 1.0) <= 0.3
-    assert abs(float(res["slope_sgd_modified"]) - 2.0) <= 0.3
-    assert np.all(res["err_sgd_modified"] > 5 * res["se"])
-    assert np.all(res["err_sgd_modified"] < res["err_gd_modified"] / 3)
+    print(res)
+    assert abs(float(res.slope_flow) - 1.0) <= 0.3
+    assert abs(float(res.slope_gd_modified) - 1.0) <= 0.3
+    assert abs(float(res.slope_sgd_modified) - 2.0) <= 0.3
+    assert np.all(res.err_sgd_modified > 5 * res.se)
+    assert np.all(res.err_sgd_modified < res.err_gd_modified / 3)
 
 
 def test_bad_inputs():
@@ -75,3 +75,14 @@ def test_bad_inputs():
         so.optimizers.SGDModifiedFlow(quad, 0.1, 2)
     with pytest.raises(ValueError, match="whole number"):
         so.experiments.gd_modified_flow_errors(quad, jnp.ones(2), [0.3], t1=1.0)
+
+
+def test_flow_error_results_round_trip(tmp_path):
+    from result_helpers import round_trip
+
+    prob = so.landscapes.x_plus_sin()
+    round_trip(tmp_path, so.experiments.gd_modified_flow_errors(prob, jnp.array([2.5]), [0.1, 0.05], t1=1.0, steps=64),
+               "gd")
+    data = so.problems.linear_regression(key=jr.key(0), n_examples=8, dim=2, noise_std=0.5)
+    round_trip(tmp_path, so.experiments.sgd_modified_flow_errors(data, jnp.zeros(2), [0.1, 0.05], 2, 0.4, key=jr.key(1),
+                                                                 n_paths=20, steps=64), "sgd")

@@ -42,12 +42,12 @@ def test_linear_rule_quadratic_closed_form():
     lam = np.array([1.0, 10.0])
     lr, b = 0.02, 4
     res = so.optimizers.linear_rule_quadratic(jnp.diag(jnp.array(lam)), lr, b, [1, 2, 4, 8, 10, 20])
-    k = res["kappas"]
+    k = res.kappas
     want = np.array([np.sum(lam * lr / (2 * b * (2 - kk * lr * lam))) if kk * lr * 10 < 2 else np.inf for kk in k])
-    np.testing.assert_allclose(res["sgd_loss"], want, rtol=1e-6)
-    np.testing.assert_allclose(res["sde_loss"], np.sum(lam * lr / (4 * b)), rtol=1e-6)
-    assert float(res["kappa_max"]) == pytest.approx(10.0)
-    assert res["ratio"][0] > 1.0 and res["ratio"][0] < 1.15 and np.all(np.diff(res["ratio"][:-1]) > 0) and np.isinf(res["ratio"][-1])
+    np.testing.assert_allclose(res.sgd_loss, want, rtol=1e-6)
+    np.testing.assert_allclose(res.sde_loss, np.sum(lam * lr / (4 * b)), rtol=1e-6)
+    assert float(res.kappa_max) == pytest.approx(10.0)
+    assert res.ratio[0] > 1.0 and res.ratio[0] < 1.15 and np.all(np.diff(res.ratio[:-1]) > 0) and np.isinf(res.ratio[-1])
 
 
 def test_linear_rule_breaks_near_the_stability_limit():
@@ -58,12 +58,12 @@ def test_linear_rule_breaks_near_the_stability_limit():
     prob = so.problems.linear_regression(key=jr.key(0), n_examples=64, dim=2, noise_std=1.0)
     res = so.experiments.linear_rule_breakdown(prob, 0.05, 2, [1, 2, 16, 24], jnp.zeros(2), key=jr.key(3), n_paths=3000,
                                    t1=4.8)
-    print({k: np.round(v, 4) for k, v in res.items()})
+    print(res)
     lam = float(np.linalg.eigvalsh(np.asarray(prob.info["hessians_min"][0])).max())
-    assert float(res["kappa_max"]) == pytest.approx(2 / (0.05 * lam), rel=1e-6)
-    assert np.all(np.abs(res["z"][:2]) < 4), res["z"]
-    assert res["z"][-1] > 6, res["z"]
-    assert np.all(res["diverged"] == 0)
+    assert float(res.kappa_max) == pytest.approx(2 / (0.05 * lam), rel=1e-6)
+    assert np.all(np.abs(res.z[:2]) < 4), res.z
+    assert res.z[-1] > 6, res.z
+    assert np.all(res.sweep.diverged == 0)
     with pytest.raises(ValueError, match="whole number of steps"):
         so.experiments.linear_rule_breakdown(prob, 0.05, 2, [1, 3], jnp.zeros(2), key=jr.key(3), n_paths=10, t1=1.0)
 
@@ -88,7 +88,19 @@ def test_sweep_with_the_sqrt_rule_for_adam():
     kw = dict(key=jr.key(5), n_paths=2000, t1=0.4)
     sq = so.experiments.scaling_rule_sweep(make, sqrt_rule, base, [1, 4], jnp.zeros(2), **kw)
     lin = so.experiments.scaling_rule_sweep(make, linear_step, base, [1, 4], jnp.zeros(2), **kw)
-    print("sqrt", sq["mean"], sq["se"], "linear", lin["mean"], lin["se"])
-    gap = lambda r: abs(r["mean"][1] - r["mean"][0]) / np.hypot(*r["se"])  # noqa: E731
+    print("sqrt", sq.mean, sq.se, "linear", lin.mean, lin.se)
+    gap = lambda r: abs(r.mean[1] - r.mean[0]) / np.hypot(*r.se)  # noqa: E731
     assert gap(sq) < 4, sq
     assert gap(lin) > 8, lin
+
+
+def test_scaling_results_round_trip(tmp_path):
+    from result_helpers import round_trip
+
+    quad = so.optimizers.linear_rule_quadratic(jnp.diag(jnp.array([1.0, 10.0])), 0.05, 1, [1, 2, 8])
+    assert np.isinf(quad.ratio[-1])  # past κ*: inf survives the trip
+    round_trip(tmp_path, quad, "quadratic")
+    prob = so.problems.linear_regression(key=jr.key(0), n_examples=16, dim=2, noise_std=1.0)
+    res = so.experiments.linear_rule_breakdown(prob, 0.05, 2, [1, 2], jnp.zeros(2), key=jr.key(3), n_paths=20, t1=0.4)
+    loaded = round_trip(tmp_path, res, "breakdown")
+    assert isinstance(loaded.sweep, so.experiments.ScalingSweep)

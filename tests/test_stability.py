@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 import sde_opt as so
-from sde_opt.experiments import RadiusStudyConfig, exponent_table, fit_exponent, radius_study, well_family
+from sde_opt.experiments import RadiusStudyConfig, fit_exponent, radius_study, well_family
 from sde_opt.stability import batch_factor, quantile_coverage, quantile_ranks
 
 
@@ -298,6 +298,20 @@ def test_radius_study_smoke_and_ou_scaling():
     cfg = RadiusStudyConfig(kappas=(1.0, 3.0, 9.0), families=("quadratic",), noises=("isotropic",),
                             dynamics=("sde",), n_paths=600, substeps=4, horizon=5.0)
     out = radius_study(cfg, key=jr.key(0))
-    p, lo, hi = out["quadratic/isotropic/sde/fit"][:3]
+    fit = out.setting("quadratic", "isotropic", "sde").fit
+    p, lo, hi = fit.exponent, fit.low, fit.high
     assert -0.6 < p < -0.3 and hi < -0.2, (p, lo, hi)
-    assert "quadratic/isotropic/sde" in exponent_table(out)
+    assert "quadratic/isotropic/sde" in out.table()
+    assert (fit.kappa_min, fit.kappa_max) == (1.0, 9.0)
+
+
+def test_radius_study_round_trip(tmp_path):
+    from result_helpers import round_trip
+
+    cfg = RadiusStudyConfig(kappas=(1.0, 3.0, 9.0, 25.0), families=("fixed_barrier",), noises=("hessian",),
+                            dynamics=("sgd",), n_paths=50, horizon=1.0)
+    out = radius_study(cfg, key=jr.key(1))
+    st = out.settings[0]
+    assert np.isnan(st.radius[-1]) and st.fit is not None  # lr κ ≥ 2: unstable, stored as nan
+    loaded = round_trip(tmp_path, out, "radius")
+    assert loaded.table() == out.table() and loaded.config == cfg

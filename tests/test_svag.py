@@ -74,14 +74,14 @@ def test_svag_sgd_converges_to_the_sde_like_one_over_ell():
     assert -1.3 <= s_exact <= -0.7, s_exact
     res = so.experiments.svag_study(lambda ell: so.optimizers.SVAG(PROB, lr, 1, ell), ells, so.optimizers.SVAG(PROB, lr, 1, 1).limit(), jnp.zeros(1),
                         key=jr.key(1), n_paths=n, t1=t1, n_saves=1, statistic=lambda th: th[0] ** 2)
-    mc, se = res["mean"][:, -1], res["se"][:, -1]
-    print("exact", exact, "mc", mc, "se", se, "sde", q_sde, "limit", res["limit_mean"][-1], res["limit_se"][-1])
+    mc, se = res.mean[:, -1], res.se[:, -1]
+    print("exact", exact, "mc", mc, "se", se, "sde", q_sde, "limit", res.limit_mean[-1], res.limit_se[-1])
     assert np.all(np.abs(mc - exact) < 4 * se), (mc, exact, se)
     diff = mc - q_sde
     assert np.all(diff > 3 * se), (diff, se)
     s = np.polyfit(np.log(ells), np.log(diff), 1)[0]
     assert abs(s + 1.0) <= 0.3, s
-    assert abs(res["limit_mean"][-1] - q_sde) < 4 * res["limit_se"][-1] + 0.01
+    assert abs(res.limit_mean[-1] - q_sde) < 4 * res.limit_se[-1] + 0.01
 
 
 @pytest.mark.parametrize("which", ["rmsprop", "adam_warm"])
@@ -130,3 +130,12 @@ def test_svag_plumbing():
         so.optimizers.SVAG(so.landscapes.quadratic(jnp.eye(1)), 0.2, 1, 2)
     with pytest.raises(ValueError, match="ell"):
         so.optimizers.svag_rmsprop(PROB, 0.1, 1, 0.5)
+
+
+def test_svag_study_round_trip(tmp_path):
+    from result_helpers import round_trip
+
+    res = so.experiments.svag_study(lambda ell: so.optimizers.SVAG(PROB, 0.5, 1, ell), [1, 2],
+                                    so.optimizers.SVAG(PROB, 0.5, 1, 1).limit(), jnp.zeros(1), key=jr.key(1), n_paths=20,
+                                    t1=1.0, n_saves=2, limit_refine=2)
+    assert isinstance(round_trip(tmp_path, res, "svag"), so.experiments.SVAGStudy)
