@@ -43,11 +43,10 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import is_concrete, positive_int
+from ._checks import is_concrete, n_eigenpairs, positive_int, which_end
 from ._io import register_result
 from ._problem import Problem
 
-_WHICH = ("largest", "smallest")
 
 
 # ---------------------------------------------------------------------------------------
@@ -379,23 +378,6 @@ def _check_operator(op) -> AbstractOperator:
             f"op must be an operator such as so.curvature_operator(problem, p), got {type(op).__name__}."
         )
     return op
-
-
-def _check_which(which: str) -> str:
-    if which not in _WHICH:
-        raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}.")
-    return which
-
-
-def _check_k(k, dim: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or int(k) < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}.")
-    if int(k) > dim:
-        raise ValueError(
-            f"k={int(k)} exceeds the dimension {dim} of the operator; ask for k <= {dim} eigenpairs "
-            "(or restrict fewer parameters with group=...)."
-        )
-    return int(k)
 
 
 # ---------------------------------------------------------------------------------------

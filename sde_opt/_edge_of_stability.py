@@ -13,7 +13,6 @@ mini-batch SGD settles below ``2/lr``.
 
 from __future__ import annotations
 
-import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -21,8 +20,9 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import positive, positive_int
-from ._dynamics import GD, SGD, AbstractDynamics
+from ._checks import positive_int
+from ._diffrax import flow_path
+from ._dynamics import GD, SGD, AbstractDynamics, GradientFlow
 from ._io import register_result
 from ._problem import Problem
 
@@ -207,33 +207,24 @@ class FlowPath(eqx.Module):
     n_solver_steps: Int[Array, ""]
 
 
-@eqx.filter_jit
-def _flow_solve(problem, theta0, ts, rtol: float, atol: float, max_steps: int):
-    term = dfx.ODETerm(lambda t, y, prob: -prob.grad(y))
-    sol = dfx.diffeqsolve(
-        term, dfx.Tsit5(), 0.0, ts[-1], None, theta0, args=problem, saveat=dfx.SaveAt(ts=ts),
-        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol), max_steps=max_steps, throw=False,
-    )
-    return sol.ys, sol.stats["num_steps"]
-
-
 def gradient_flow_path(problem: Problem, theta0, ts, *, rtol=1e-6, atol=1e-8, max_steps: int = 200_000) -> FlowPath:
-    """``dθ/dt = −∇L(θ)`` from ``theta0`` by diffrax (Tsit5 with a PID controller), saved at
-    ``ts``. The flow sharpens as it goes, so an explicit solver needs ever smaller steps;
-    if ``max_steps`` runs out, the remaining times are marked ``reached = False``."""
-    theta0 = problem.check_params(theta0, "theta0")
-    ts = jnp.asarray(ts, dtype=theta0.dtype)
-    if ts.ndim != 1 or ts.shape[0] < 1:
-        raise ValueError(f"ts must be a non-empty 1-D grid, got shape {ts.shape}.")
-    t1 = float(ts[-1])
-    positive("ts[-1]", t1 if t1 > 0 else -1.0)
+    """The gradient flow ``dθ/dt = −∇L(θ)`` from ``theta0``, saved at ``ts``: the package's
+    one gradient-flow reference (every study that compares with the flow calls it). Solved
+    by diffrax (Tsit5 with a PID controller at ``rtol``/``atol``). The flow sharpens as it
+    goes, so an explicit solver needs ever smaller steps; if ``max_steps`` runs out, the
+    remaining times are marked ``reached = False`` (and their parameters are ``nan``).
 
-    ys, n = _flow_solve(problem, theta0, ts, float(rtol), float(atol), int(max_steps))
-    reached = jnp.all(jnp.isfinite(ys), axis=-1)
-    reached = jnp.cumprod(reached).astype(bool)  # once it stopped, later saves are not valid
-    ys = jnp.where(reached[:, None], ys, jnp.nan)
+    Example:
+        >>> import jax.numpy as jnp, sde_opt as so
+        >>> prob = so.landscapes.quadratic(jnp.eye(1))
+        >>> fp = so.gradient_flow_path(prob, jnp.ones(1), jnp.array([0.0, 1.0]))
+        >>> round(float(fp.params[1, 0]), 5)  # e^{-1}
+        0.36788
+    """
+    theta0 = problem.check_params(theta0, "theta0")
+    ys, reached, n = flow_path(GradientFlow(problem), theta0, ts, rtol=rtol, atol=atol, max_steps=max_steps)
     loss = jax.vmap(lambda y: jnp.where(jnp.all(jnp.isfinite(y)), problem.loss(jnp.nan_to_num(y)), jnp.nan))(ys)
-    return FlowPath(ts=ts, params=ys, loss=loss, reached=reached, n_solver_steps=n)
+    return FlowPath(ts=jnp.asarray(ts, theta0.dtype), params=ys, loss=loss, reached=reached, n_solver_steps=n)
 
 
 def departure_step(hist: SharpnessHistory, flow: FlowPath, *, tol: float = 0.05) -> tuple[int, np.ndarray]:

@@ -17,12 +17,11 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._alignment import _measure
-from ._checks import positive_int
+from ._checks import n_eigenpairs, positive_int
 from ._curvature import (
     CurvatureOperator,
     Hessian,
     Hutchinson,
-    _check_k,
     _default_tol,
     _eigs_jit,
     curvature_operator,
@@ -175,7 +174,7 @@ def track(problem: Problem, optimizer, theta0, *, key: PRNGKeyArray, n_steps: in
     theta0 = op.theta
     n_steps = positive_int("n_steps", n_steps)
     every = positive_int("every", every, upper=n_steps, upper_name="n_steps")
-    k = _check_k(k, op.dim)
+    k = n_eigenpairs(k, op.dim)
     n_probes = positive_int("n_probes", n_probes)
     if n_probes < 2:
         raise ValueError(f"n_probes must be >= 2 for a standard error of Tr H, got {n_probes}.")
