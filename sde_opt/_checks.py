@@ -146,3 +146,30 @@ def barrier_and_temperature(barrier, temp):
         raise ValueError(f"barrier must be > 0, got {barrier}.")
     if temp <= 0:
         raise ValueError(f"temperature must be > 0, got {temp}.")
+
+
+def check_optimizer(optimizer) -> None:
+    """An optax ``GradientTransformation`` (anything with ``init`` and ``update``)."""
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError("optimizer must be an optax GradientTransformation, e.g. optax.adam(1e-3).")
+
+
+def check_operator(op):
+    """An :class:`~sde_opt.AbstractOperator` (curvature or matrix operator)."""
+    from ._curvature import AbstractOperator  # _curvature imports this module
+
+    if not isinstance(op, AbstractOperator):
+        raise ValueError(
+            f"op must be an operator such as so.curvature_operator(problem, p), got {type(op).__name__}."
+        )
+    return op
+
+
+def state_is_theta(dyn, minimum) -> None:
+    """``dyn`` carries no optimizer state: its state is the parameter vector itself."""
+    out = jax.eval_shape(dyn.init, minimum)
+    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == minimum.shape):
+        raise ValueError(
+            f"{type(dyn).__name__} carries optimizer state; the tangent map is defined here for dynamics whose "
+            "state is θ itself (GD, SGD, NoisyGD, SGDSDE)."
+        )

@@ -43,7 +43,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import is_concrete, n_eigenpairs, positive_int, which_end
+from ._checks import check_operator, is_concrete, n_eigenpairs, positive_int, which_end
 from ._io import register_result
 from ._problem import Problem
 
@@ -372,14 +372,6 @@ def check_point(problem: Problem, p, name: str = "p") -> Float[Array, " d"]:
     return theta
 
 
-def _check_operator(op) -> AbstractOperator:
-    if not isinstance(op, AbstractOperator):
-        raise ValueError(
-            f"op must be an operator such as so.curvature_operator(problem, p), got {type(op).__name__}."
-        )
-    return op
-
-
 # ---------------------------------------------------------------------------------------
 # Lanczos
 # ---------------------------------------------------------------------------------------
@@ -692,7 +684,7 @@ def eigs(op: AbstractOperator, k: int, *, key: PRNGKeyArray, which: str = "large
         >>> round(float(res.values[0]), 4), int(res.n_iter)
         (5.0, 3)
     """
-    op = _check_operator(op)
+    op = check_operator(op)
     n = op.dim
     k = n_eigenpairs(k, n)
     which = which_end(which)
@@ -854,7 +846,7 @@ def trace(op: AbstractOperator, *, key: PRNGKeyArray, n_probes: int,
     """Stochastic trace of a symmetric operator with ``n_probes`` products.
 
     ``estimator``: :class:`Hutchinson` (default) or :class:`HutchPlusPlus`."""
-    op = _check_operator(op)
+    op = check_operator(op)
     estimator = Hutchinson() if estimator is None else estimator
     if not isinstance(estimator, AbstractTraceEstimator):
         raise ValueError(f"estimator must be so.Hutchinson() or so.HutchPlusPlus(), got {type(estimator).__name__}.")
@@ -967,7 +959,7 @@ def spectral_density(op: AbstractOperator, *, key: PRNGKeyArray, n_probes: int =
     """Spectral density of a symmetric operator by stochastic Lanczos quadrature:
     ``n_probes`` Rademacher probes (vmapped), ``n_iter`` Lanczos steps each (at most the
     dimension). Cost: ``n_probes · n_iter`` products, memory ``n_probes · n_iter · m``."""
-    op = _check_operator(op)
+    op = check_operator(op)
     n_probes = positive_int("n_probes", n_probes)
     n_iter = min(positive_int("n_iter", n_iter), op.dim)
     return _slq_jit(op, key, n_probes, n_iter)

@@ -28,7 +28,7 @@ import lineax as lx
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_batch, positive
+from ._checks import check_batch, check_optimizer, positive
 from ._noise import AbstractNoise, batch_factor
 from ._problem import Problem
 
@@ -305,11 +305,6 @@ class ShuffledSGD(AbstractDiscrete):
         idx = jax.lax.dynamic_slice(perm, (k * b,), (b,))
         theta = theta - self.lr * self.problem.batch_grad(theta, idx)
         return theta, perm, (k + 1) % (n // b)
-
-
-def check_optimizer(optimizer) -> None:
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise ValueError("optimizer must be an optax GradientTransformation, e.g. optax.adam(1e-3).")
 
 
 class AbstractOptax(AbstractDiscrete):

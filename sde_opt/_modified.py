@@ -173,7 +173,8 @@ def gd_modified_flow_errors(problem: Problem, theta0, lrs, t1) -> dict:
         e_mod.append(float(np.linalg.norm(x - _flow_at(ModifiedFlow(problem, lr), theta0, t1))))
     return {
         "lrs": np.array(lrs), "err_flow": np.array(e_flow), "err_modified": np.array(e_mod),
-        "slope_flow": np.array(power_law_exponent(lrs, e_flow)), "slope_modified": np.array(power_law_exponent(lrs, e_mod)),
+        "slope_flow": np.array(power_law_exponent(lrs, e_flow)),
+        "slope_modified": np.array(power_law_exponent(lrs, e_mod)),
     }
 
 

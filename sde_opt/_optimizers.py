@@ -45,13 +45,12 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_batch, noise_model, nonnegative, positive, positive_int, unit_interval
+from ._checks import check_batch, check_optimizer, noise_model, nonnegative, positive, positive_int, unit_interval
 from ._dynamics import (
     AbstractContinuous,
     AbstractDynamics,
     AbstractOptax,
     OptaxDynamics,
-    check_optimizer,
 )
 from ._engine import Ensemble, simulate
 from ._noise import AbstractNoise, batch_factor

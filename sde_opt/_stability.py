@@ -35,7 +35,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 from scipy import optimize, stats
 
-from ._checks import level, positive, positive_int
+from ._checks import level, positive, positive_int, state_is_theta
 from ._dynamics import AbstractDynamics
 from ._engine import check_key, check_start, chunks, path_keys, resolve_dt, vstep
 from ._io import register_result
@@ -268,15 +268,6 @@ def _growth_kernel(dyn, minimum, u0, keys, resample_key, dt, n_steps: int, momen
     return logs
 
 
-def _check_state_is_theta(dyn, minimum):
-    out = jax.eval_shape(dyn.init, minimum)
-    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == minimum.shape):
-        raise ValueError(
-            f"{type(dyn).__name__} carries optimizer state; the tangent map is defined here for dynamics whose "
-            "state is θ itself (GD, SGD, NoisyGD, SGDSDE)."
-        )
-
-
 def _batch_means_se(x, n_batches: int = 20):
     x = np.asarray(x, dtype=np.float64)
     nb = max(2, min(n_batches, len(x) // 5))
@@ -321,7 +312,7 @@ def moment_growth_rate(
         raise ValueError(f"burn_in must be in [0, n_steps={n_steps}), got {burn_in}.")
     q = float(positive("moment", moment))
     minimum = dyn.problem.check_params(minimum, "minimum")
-    _check_state_is_theta(dyn, minimum)
+    state_is_theta(dyn, minimum)
     dt = resolve_dt(dyn, None).astype(minimum.dtype)
     k_dir, k_path, k_res = jr.split(key, 3)
     u0 = jr.normal(k_dir, (n_walkers, minimum.shape[0]), minimum.dtype)

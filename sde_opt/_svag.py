@@ -33,8 +33,8 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, Float
 
-from ._checks import check_batch, is_concrete, positive
-from ._dynamics import SGDSDE, AbstractDiscrete, AbstractOptax, _sample_batch, check_optimizer
+from ._checks import check_batch, check_optimizer, is_concrete, positive
+from ._dynamics import SGDSDE, AbstractDiscrete, AbstractOptax, _sample_batch
 from ._engine import simulate
 from ._fit import power_law_exponent
 from ._noise import MinibatchNoise

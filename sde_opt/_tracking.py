@@ -112,7 +112,8 @@ class _Curvature(AbstractMeasurement):
         op = CurvatureOperator(problem=problem, theta=theta, curvature=Hessian(), start=self.start, size=self.size)
         row = {"loss": problem.loss(theta)}
         if self.with_noise:
-            al, v_h, v_d, iters = _measure(op, key, k, self.n_probes, self.chunk_size, self.max_iter, self.tol, v_h, v_d)
+            al, v_h, v_d, iters = _measure(op, key, k, self.n_probes, self.chunk_size, self.max_iter, self.tol,
+                                           v_h, v_d)
             row.update({f: getattr(al, f) for f in _NOISE_FIELDS})
             row.update(sharpness=al.hessian_values, trace_h=al.trace_h, trace_h_stderr=al.trace_h_stderr,
                        noise_values=al.noise_values, noise_along_hessian=al.noise_along_hessian,
@@ -189,7 +190,8 @@ def track(problem: Problem, optimizer, theta0, *, key: PRNGKeyArray, n_steps: in
     max_iter = resolve_max_iter(max_iter, k, op.dim)
     dyn = OptaxDynamics(problem, optimizer, batch_size, replacement)
     n_records = n_steps // every + 1
-    measurement = _Curvature(k, n_probes, chunk_size, max_iter, _default_tol(theta0.dtype), with_noise, op.start, op.size)
+    measurement = _Curvature(k, n_probes, chunk_size, max_iter, _default_tol(theta0.dtype), with_noise,
+                             op.start, op.size)
     final, rows = train_and_measure(dyn, theta0, key, measurement, n_records, every)
     return History(step=jnp.arange(n_records) * every, final=final, **rows)
 
