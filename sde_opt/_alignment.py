@@ -24,11 +24,10 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import positive_int
+from ._checks import n_eigenpairs, positive_int
 from ._curvature import (
     CurvatureOperator,
     TraceEstimate,
-    _check_k,
     _default_tol,
     _eigs_jit,
     _mean_stderr,
@@ -37,7 +36,7 @@ from ._curvature import (
     map_products,
 )
 from ._io import register_result
-from ._noise import batch_noise_scale
+from ._noise import batch_factor
 from ._noise_spectrum import gram_eigs, per_example_grads
 from ._problem import Problem
 
@@ -91,10 +90,7 @@ class Alignment(eqx.Module):
     def noise_to_signal(self, batch_size: int, n_examples: int | None = None, replacement: bool = True):
         """``Tr Var(g_B) / ‖∇L‖²`` for batches of ``batch_size`` (``(N−B)/(N−1)`` more
         without replacement)."""
-        c = 1.0 / batch_size
-        if not replacement and n_examples is not None:
-            c = (n_examples - batch_size) / ((n_examples - 1) * batch_size) if n_examples > 1 else 0.0
-        return c * self.noise_scale
+        return batch_factor(n_examples, batch_size, replacement) * self.noise_scale
 
 
 def _gradients(op: CurvatureOperator, chunk_size):
@@ -169,7 +165,7 @@ def _alignment_jit(op, key, k, n_probes, chunk_size, max_iter, tol):
 def _check_alignment_args(problem, p, k, n_probes, group, chunk_size):
     problem._need_data("alignment")
     op = curvature_operator(problem, p, group=group)
-    k = _check_k(k, op.dim)
+    k = n_eigenpairs(k, op.dim)
     if k > max(problem.n_examples - 1, 1):
         raise ValueError(
             f"k={k} exceeds N-1={problem.n_examples - 1}: D has at most N-1 nonzero eigenvalues with "
@@ -256,7 +252,7 @@ def noise_to_signal(problem: Problem, p, batch_size: int, *, replacement: bool =
     without."""
     op, _, _, chunk_size = _check_alignment_args(problem, p, 1, None, group, chunk_size)
     b = positive_int("batch_size", batch_size, upper=problem.n_examples, upper_name="n_examples")
-    return _noise_scale_jit(op, chunk_size, batch_noise_scale(problem, b, replacement))
+    return _noise_scale_jit(op, chunk_size, batch_factor(problem.n_examples, b, replacement))
 
 
 def noise_hessian_slope(problem: Problem, p, *, key: PRNGKeyArray, k: int = 10, group=None,

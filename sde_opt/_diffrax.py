@@ -79,3 +79,36 @@ def _solve_paths(dyn, y0, keys, ts, t1, dt0, solver, stepsize_controller, tol, m
         return jax.vmap(dyn.position)(sol.ys)
 
     return jax.vmap(one)(y0, keys)
+
+
+@eqx.filter_jit
+def _flow_solve(flow, theta0, ts, rtol: float, atol: float, max_steps: int):
+    sol = dfx.diffeqsolve(
+        flow.terms(), dfx.Tsit5(), 0.0, ts[-1], None, flow.init(theta0), saveat=dfx.SaveAt(ts=ts),
+        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol), max_steps=max_steps, throw=False,
+    )
+    return jax.vmap(flow.position)(sol.ys), sol.stats["num_steps"]
+
+
+def flow_path(flow: AbstractContinuous, theta0, ts, *, rtol: float = 1e-6, atol: float = 1e-8,
+              max_steps: int = 200_000):
+    """The reference solution of a noiseless continuous model ``dθ/dt = b(θ)`` from
+    ``theta0`` (gradient flow ``b = −∇L``, a modified flow, or an optimizer's flow with its
+    state, of which ``ys`` are the positions): diffrax's Tsit5 (Tsitouras
+    2011, order 5) with a PID step-size controller at ``rtol``/``atol``, saved at the times
+    ``ts`` (from ``t = 0``). An explicit solver needs ever smaller steps as the flow
+    sharpens; when ``max_steps`` runs out, the times not reached are ``nan``.
+
+    Returns ``(ys (R, d), reached (R,) bool, n_solver_steps)``; ``reached`` is false from
+    the first time that was not reached on.
+    """
+    if flow.n_normals(jax.eval_shape(flow.init, theta0).shape[0]) != 0:
+        raise ValueError(f"{type(flow).__name__} has noise; flow_path solves noiseless models such as so.GradientFlow.")
+    ts = jnp.asarray(ts, dtype=theta0.dtype)
+    if ts.ndim != 1 or ts.shape[0] < 1:
+        raise ValueError(f"ts must be a non-empty 1-D grid, got shape {ts.shape}.")
+    t1 = float(ts[-1])
+    positive("ts[-1]", t1 if t1 > 0 else -1.0)
+    ys, n = _flow_solve(flow, theta0, ts, float(rtol), float(atol), positive_int("max_steps", max_steps))
+    reached = jnp.cumprod(jnp.all(jnp.isfinite(ys), axis=-1)).astype(bool)  # once it stopped, later saves are invalid
+    return jnp.where(reached[:, None], ys, jnp.nan), reached, n

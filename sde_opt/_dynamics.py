@@ -28,8 +28,8 @@ import lineax as lx
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import positive, positive_int
-from ._noise import AbstractNoise, batch_noise_scale
+from ._checks import check_batch, check_optimizer, positive
+from ._noise import AbstractNoise, batch_factor
 from ._problem import Problem
 
 
@@ -138,15 +138,6 @@ class ModifiedFlow(AbstractContinuous):
         return 0
 
 
-def _check_batch(problem: Problem, batch_size, *, required: bool):
-    n = problem.n_examples
-    if batch_size is None:
-        if required and n is not None:
-            raise ValueError("batch_size is required for a finite-sum problem.")
-        return n or 1
-    return positive_int("batch_size", batch_size, upper=n, upper_name="the number of examples n_examples")
-
-
 class SGDSDE(AbstractContinuous):
     """The stochastic modified equation of SGD (Li, Tai & E 2017; 2019):
 
@@ -166,7 +157,7 @@ class SGDSDE(AbstractContinuous):
     def __init__(self, problem: Problem, lr, batch_size, noise: AbstractNoise, order: int = 1, *, replacement=True):
         self.problem = problem
         self.lr = positive("lr", lr)
-        self.batch_size = _check_batch(problem, batch_size, required=False)
+        self.batch_size = check_batch(problem, batch_size, required=False)
         if not isinstance(noise, AbstractNoise):
             raise ValueError(f"noise must be a noise model such as so.HessianNoise(), got {type(noise).__name__}.")
         self.noise = noise
@@ -185,7 +176,7 @@ class SGDSDE(AbstractContinuous):
         return -g
 
     def _noise_scale(self):
-        return jnp.sqrt(self.lr * batch_noise_scale(self.problem, self.batch_size, self.replacement))
+        return jnp.sqrt(self.lr * batch_factor(self.problem.n_examples, self.batch_size, self.replacement))
 
     def diffusion_apply(self, t, theta, z):
         return self._noise_scale() * self.noise.apply_factor(self.problem, theta, z)
@@ -230,7 +221,7 @@ class NoisyGD(AbstractDiscrete):
     def __init__(self, problem: Problem, lr, batch_size, noise: AbstractNoise, *, replacement=True):
         self.problem = problem
         self.lr = positive("lr", lr)
-        self.batch_size = _check_batch(problem, batch_size, required=False)
+        self.batch_size = check_batch(problem, batch_size, required=False)
         if not isinstance(noise, AbstractNoise):
             raise ValueError(f"noise must be a noise model such as so.HessianNoise(), got {type(noise).__name__}.")
         self.noise = noise
@@ -242,7 +233,7 @@ class NoisyGD(AbstractDiscrete):
     def step(self, state, t, dt, key):
         theta = state
         z = jr.normal(key, (self.noise.n_normals(self.problem, theta.shape[0]),), dtype=theta.dtype)
-        scale = jnp.sqrt(batch_noise_scale(self.problem, self.batch_size, self.replacement))
+        scale = jnp.sqrt(batch_factor(self.problem.n_examples, self.batch_size, self.replacement))
         xi = scale * self.noise.apply_factor(self.problem, theta, z)
         return theta - self.lr * (self.problem.grad(theta) + xi)
 
@@ -272,7 +263,7 @@ class SGD(AbstractDiscrete):
         problem._need_data("SGD")
         self.problem = problem
         self.lr = positive("lr", lr)
-        self.batch_size = _check_batch(problem, batch_size, required=True)
+        self.batch_size = check_batch(problem, batch_size, required=True)
         self.replacement = bool(replacement)
 
     def natural_dt(self):
@@ -296,7 +287,7 @@ class ShuffledSGD(AbstractDiscrete):
         problem._need_data("ShuffledSGD")
         self.problem = problem
         self.lr = positive("lr", lr)
-        self.batch_size = _check_batch(problem, batch_size, required=True)
+        self.batch_size = check_batch(problem, batch_size, required=True)
 
     def natural_dt(self):
         return self.lr
@@ -314,11 +305,6 @@ class ShuffledSGD(AbstractDiscrete):
         idx = jax.lax.dynamic_slice(perm, (k * b,), (b,))
         theta = theta - self.lr * self.problem.batch_grad(theta, idx)
         return theta, perm, (k + 1) % (n // b)
-
-
-def check_optimizer(optimizer) -> None:
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise ValueError("optimizer must be an optax GradientTransformation, e.g. optax.adam(1e-3).")
 
 
 class AbstractOptax(AbstractDiscrete):
@@ -366,7 +352,7 @@ class OptaxDynamics(AbstractOptax):
         check_optimizer(optimizer)
         self.problem = problem
         self.optimizer = optimizer
-        self.batch_size = None if batch_size is None else _check_batch(problem, batch_size, required=True)
+        self.batch_size = None if batch_size is None else check_batch(problem, batch_size, required=True)
         self.replacement = bool(replacement)
         self.lr = positive("lr", lr)
 

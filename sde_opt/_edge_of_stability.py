@@ -13,7 +13,6 @@ mini-batch SGD settles below ``2/lr``.
 
 from __future__ import annotations
 
-import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -21,53 +20,43 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import positive, positive_int
-from ._dynamics import GD, SGD, AbstractDynamics
+from ._checks import positive_int
+from ._curvature import CurvatureOperator, Hessian, _default_tol, _eigs_kernel
+from ._diffrax import flow_path
+from ._dynamics import GD, SGD, AbstractDynamics, GradientFlow
 from ._io import register_result
 from ._problem import Problem
-
-
-def _lanczos_top(mv, v0, n_iter: int):
-    """Largest eigenpair of a symmetric operator by ``n_iter`` steps of Lanczos with full
-    reorthogonalisation from ``v0``. A fixed number of steps (no convergence test) keeps
-    the compiled graph small, so it can sit inside a training scan; warm-started from the
-    previous top eigenvector, 20–40 steps give λmax to float32 precision (checked against
-    :func:`sde_opt.hessian_eigs` in the tests)."""
-    n = v0.shape[0]
-    dtype = v0.dtype
-    tiny = jnp.finfo(dtype).tiny ** 0.5
-    q0 = v0 / jnp.maximum(jnp.linalg.norm(v0), tiny)
-    Q = jnp.zeros((n_iter + 1, n), dtype).at[0].set(q0)
-
-    def body(j, c):
-        Q, alpha, beta = c
-        q = Q[j]
-        w = mv(q)
-        a = q @ w
-        w = w - Q.T @ (Q @ w)
-        w = w - Q.T @ (Q @ w)  # twice is enough (Kahan–Parlett)
-        b = jnp.linalg.norm(w)
-        ok = b > tiny * jnp.maximum(jnp.abs(a), 1.0)
-        Q = Q.at[j + 1].set(jnp.where(ok, w / jnp.where(ok, b, 1.0), 0.0))
-        return Q, alpha.at[j].set(a), beta.at[j].set(jnp.where(ok, b, 0.0))
-
-    Q, alpha, beta = jax.lax.fori_loop(0, n_iter, body, (Q, jnp.zeros(n_iter, dtype), jnp.zeros(n_iter, dtype)))
-    t = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
-    vals, vecs = jnp.linalg.eigh(t)
-    v = vecs[:, -1] @ Q[:n_iter]
-    return vals[-1], v / jnp.maximum(jnp.linalg.norm(v), tiny)
+from ._train_loop import AbstractMeasurement, measure_along, train_and_measure
 
 
 def lambda_max(problem: Problem, theta, *, key: PRNGKeyArray | None = None, v0=None, n_iter: int = 30):
-    """``λmax(∇²L(θ))`` and its eigenvector by Lanczos on HVPs (``n_iter`` steps, warm start
-    ``v0``, else a random start from ``key``). Jittable; for the top-k with a convergence
-    test use :func:`sde_opt.hessian_eigs`."""
+    """``λmax(∇²L(θ))`` and its unit eigenvector by the fixed-step mode of the package's
+    Lanczos (:func:`sde_opt.curvature.eigs` with ``fixed_steps=True``: exactly ``n_iter`` steps with
+    full reorthogonalisation on HVPs, no convergence test, so the compiled graph is small
+    enough to sit inside a training scan). Starts from ``v0`` as given (a warm start, e.g.
+    the previous eigenvector), else from a normal vector drawn with ``key``. Jittable;
+    warm-started, 20–40 steps give λmax to float32 precision. For the top-k with a
+    convergence test use :func:`sde_opt.hessian_eigs`.
+
+    Example:
+        >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
+        >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 3.0])))
+        >>> lam, v = so.curvature.lambda_max(prob, jnp.zeros(2), key=jr.key(0))
+        >>> round(float(lam), 4)
+        3.0
+    """
     theta = jnp.asarray(theta)
     if v0 is None:
         if key is None:
             raise ValueError("pass key= (random start) or v0= (warm start).")
         v0 = jr.normal(key, theta.shape, theta.dtype)
-    return _lanczos_top(lambda v: problem.hvp(theta, v), jnp.asarray(v0, theta.dtype), n_iter)
+    v0 = jnp.asarray(v0, theta.dtype)
+    v = v0 / jnp.maximum(jnp.linalg.norm(v0), jnp.finfo(theta.dtype).tiny ** 0.5)
+    k_lanczos, k_ritz = jr.split(jr.key(0) if key is None else key)  # restart directions only
+    n_iter = min(positive_int("n_iter", n_iter), theta.shape[0])
+    op = CurvatureOperator(problem=problem, theta=theta, curvature=Hessian(), start=0, size=theta.shape[0])
+    res = _eigs_kernel(op.linear(), v, k_lanczos, k_ritz, 1, "largest", n_iter, _default_tol(theta.dtype), True)
+    return res.values[0], res.vectors[0]
 
 
 class SharpnessHistory(eqx.Module):
@@ -125,34 +114,22 @@ class SharpnessSummary(eqx.Module):
     first_step_near: int
 
 
-@eqx.filter_jit
-def _train_kernel(dyn, theta0, key, n_records: int, every: int, max_iter: int, keep_params: bool):
-    problem = dyn.problem
-    dt = jnp.asarray(dyn.natural_dt(), theta0.dtype)
-    path_key = jr.fold_in(key, 0)  # path 0 of the engine's scheme: simulate(n_paths=1) sees the same batches
-    k_eig = jr.fold_in(jr.fold_in(key, 1), 0x51AB)
+class _Sharpness(AbstractMeasurement):
+    """λmax by :func:`lambda_max` (``max_iter`` steps), warm-started from the previous
+    record's eigenvector plus a little noise (so that new directions stay reachable), and the
+    full-batch loss; the parameters too with ``keep_params``."""
 
-    def measure(theta, s, v0):
-        v0 = v0 + 1e-3 * jr.normal(jr.fold_in(k_eig, s), v0.shape, v0.dtype)  # keep new directions reachable
-        lam, v = lambda_max(problem, theta, v0=v0, n_iter=max_iter)
-        return lam, v, problem.loss(theta)
+    max_iter: int = eqx.field(static=True)
+    keep_params: bool = eqx.field(static=True, default=False)
 
-    def record(carry, s):
-        state, v = carry
+    def init(self, theta0, key):
+        return jr.normal(key, theta0.shape, theta0.dtype)
 
-        def body(i, state):
-            j = (s - 1) * every + i
-            return dyn.step(state, j * dt, dt, jr.fold_in(path_key, j))
-
-        state = jax.lax.fori_loop(0, jnp.where(s > 0, every, 0), body, state)
-        theta = dyn.position(state)
-        lam, v, loss = measure(theta, s, v)
-        out = (lam, loss, theta if keep_params else jnp.zeros((0,), theta.dtype))
-        return (state, v), out
-
-    v0 = jr.normal(jr.fold_in(k_eig, 0x7FFFFFFF), theta0.shape, theta0.dtype)
-    _, (lam, loss, params) = jax.lax.scan(record, (dyn.init(theta0), v0), jnp.arange(n_records))
-    return lam, loss, params
+    def __call__(self, problem, theta, key, v):
+        v0 = v + 1e-3 * jr.normal(key, v.shape, v.dtype)
+        lam, v = lambda_max(problem, theta, key=key, v0=v0, n_iter=self.max_iter)
+        params = theta if self.keep_params else jnp.zeros((0,), theta.dtype)
+        return {"sharpness": lam, "loss": problem.loss(theta), "params": params}, v
 
 
 def train_with_sharpness(
@@ -195,12 +172,12 @@ def train_with_sharpness(
         raise ValueError(f"{type(dyn).__name__} has no step size; use a discrete optimizer such as so.GD.")
     n_records = n_steps // every + 1
     max_iter = min(positive_int("max_iter", max_iter), theta0.shape[0])
-    lam, loss, params = _train_kernel(dyn, theta0, key, n_records, every, max_iter, bool(keep_params))
+    _, rows = train_and_measure(dyn, theta0, key, _Sharpness(max_iter, bool(keep_params)), n_records, every)
     b = getattr(dyn, "batch_size", None)
     full = b is None or (dyn.problem.n_examples is not None and isinstance(dyn, GD))
     return SharpnessHistory(
-        steps=jnp.arange(n_records) * every, sharpness=lam, loss=loss,
-        params=params if keep_params else jnp.zeros((n_records, 0), theta0.dtype),
+        steps=jnp.arange(n_records) * every, sharpness=rows["sharpness"], loss=rows["loss"],
+        params=rows["params"],
         lr=float(lr), batch_size=0 if full else int(b),
     )
 
@@ -216,33 +193,24 @@ class FlowPath(eqx.Module):
     n_solver_steps: Int[Array, ""]
 
 
-@eqx.filter_jit
-def _flow_solve(problem, theta0, ts, rtol: float, atol: float, max_steps: int):
-    term = dfx.ODETerm(lambda t, y, prob: -prob.grad(y))
-    sol = dfx.diffeqsolve(
-        term, dfx.Tsit5(), 0.0, ts[-1], None, theta0, args=problem, saveat=dfx.SaveAt(ts=ts),
-        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol), max_steps=max_steps, throw=False,
-    )
-    return sol.ys, sol.stats["num_steps"]
-
-
 def gradient_flow_path(problem: Problem, theta0, ts, *, rtol=1e-6, atol=1e-8, max_steps: int = 200_000) -> FlowPath:
-    """``dθ/dt = −∇L(θ)`` from ``theta0`` by diffrax (Tsit5 with a PID controller), saved at
-    ``ts``. The flow sharpens as it goes, so an explicit solver needs ever smaller steps;
-    if ``max_steps`` runs out, the remaining times are marked ``reached = False``."""
-    theta0 = problem.check_params(theta0, "theta0")
-    ts = jnp.asarray(ts, dtype=theta0.dtype)
-    if ts.ndim != 1 or ts.shape[0] < 1:
-        raise ValueError(f"ts must be a non-empty 1-D grid, got shape {ts.shape}.")
-    t1 = float(ts[-1])
-    positive("ts[-1]", t1 if t1 > 0 else -1.0)
+    """The gradient flow ``dθ/dt = −∇L(θ)`` from ``theta0``, saved at ``ts``: the package's
+    one gradient-flow reference (every study that compares with the flow calls it). Solved
+    by diffrax (Tsit5 with a PID controller at ``rtol``/``atol``). The flow sharpens as it
+    goes, so an explicit solver needs ever smaller steps; if ``max_steps`` runs out, the
+    remaining times are marked ``reached = False`` (and their parameters are ``nan``).
 
-    ys, n = _flow_solve(problem, theta0, ts, float(rtol), float(atol), int(max_steps))
-    reached = jnp.all(jnp.isfinite(ys), axis=-1)
-    reached = jnp.cumprod(reached).astype(bool)  # once it stopped, later saves are not valid
-    ys = jnp.where(reached[:, None], ys, jnp.nan)
+    Example:
+        >>> import jax.numpy as jnp, sde_opt as so
+        >>> prob = so.landscapes.quadratic(jnp.eye(1))
+        >>> fp = so.stability.gradient_flow_path(prob, jnp.ones(1), jnp.array([0.0, 1.0]))
+        >>> round(float(fp.params[1, 0]), 5)  # e^{-1}
+        0.36788
+    """
+    theta0 = problem.check_params(theta0, "theta0")
+    ys, reached, n = flow_path(GradientFlow(problem), theta0, ts, rtol=rtol, atol=atol, max_steps=max_steps)
     loss = jax.vmap(lambda y: jnp.where(jnp.all(jnp.isfinite(y)), problem.loss(jnp.nan_to_num(y)), jnp.nan))(ys)
-    return FlowPath(ts=ts, params=ys, loss=loss, reached=reached, n_solver_steps=n)
+    return FlowPath(ts=jnp.asarray(ts, theta0.dtype), params=ys, loss=loss, reached=reached, n_solver_steps=n)
 
 
 def departure_step(hist: SharpnessHistory, flow: FlowPath, *, tol: float = 0.05) -> tuple[int, np.ndarray]:
@@ -260,23 +228,10 @@ def departure_step(hist: SharpnessHistory, flow: FlowPath, *, tol: float = 0.05)
     return (int(np.asarray(hist.steps)[bad[0]]) if bad.size else -1), rel
 
 
-@eqx.filter_jit
-def _sharpness_scan(problem, params, key, max_iter: int):
-    def body(v, xs):
-        theta, s = xs
-        ok = jnp.all(jnp.isfinite(theta))
-        v0 = v + 1e-3 * jr.normal(jr.fold_in(key, s), v.shape, v.dtype)
-        lam, w = lambda_max(problem, jnp.nan_to_num(theta), v0=v0, n_iter=max_iter)
-        return jnp.where(ok, w, v), jnp.where(ok, lam, jnp.nan)
-
-    v0 = jr.normal(key, params.shape[1:], params.dtype)
-    _, lam = jax.lax.scan(body, v0, (params, jnp.arange(params.shape[0])))
-    return lam
-
-
 def sharpness_along(problem: Problem, params, *, key: PRNGKeyArray, max_iter: int = 30) -> np.ndarray:
     """``λmax`` at each row of ``params`` (``nan`` rows stay ``nan``), one warm-started scan."""
-    return np.asarray(_sharpness_scan(problem, jnp.asarray(params), key, int(max_iter)))
+    rows = measure_along(problem, jnp.asarray(params), key, _Sharpness(positive_int("max_iter", max_iter)))
+    return np.asarray(rows["sharpness"])
 
 
 class FlowComparison(eqx.Module):

@@ -12,6 +12,7 @@ import equinox as eqx
 import numpy as np
 from scipy import optimize, stats
 
+from ._checks import level
 from ._exit import ExitTimes
 from ._io import register_result
 
@@ -59,11 +60,6 @@ def _drop_transient(times, exited, offset):
     return times, exited
 
 
-def _check_confidence(confidence):
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
-
-
 def escape_rate(ex, confidence: float = 0.95, *, offset: float = 0.0) -> EscapeRate:
     """Rate of an exponential fitted to censored exit times, with an exact interval.
 
@@ -73,7 +69,7 @@ def escape_rate(ex, confidence: float = 0.95, *, offset: float = 0.0) -> EscapeR
         offset: a relaxation time subtracted from every time first (exits before it are
             dropped with their paths), for exits that are memoryless only after a transient.
     """
-    _check_confidence(confidence)
+    level("confidence", confidence)
     times, exited = _drop_transient(*_as_arrays(ex), offset)
     if times.size == 0:
         raise ValueError("no paths left: ex is empty, or every path exited before offset.")
@@ -112,7 +108,7 @@ class Survival(eqx.Module):
 
 def kaplan_meier(ex, confidence: float = 0.95) -> Survival:
     """Kaplan–Meier survival curve of censored exit times, with pointwise intervals."""
-    _check_confidence(confidence)
+    level("confidence", confidence)
     times, exited = _as_arrays(ex)
     ev_t = np.unique(times[exited])
     order = np.sort(times)
@@ -161,7 +157,7 @@ def _weibull_loglik(k, times, exited):
 def memoryless_test(ex, confidence: float = 0.95, *, offset: float = 0.0) -> MemorylessTest:
     """Is the exit time exponential? Weibull likelihood-ratio test with censoring.
     ``offset`` drops an initial transient as in :func:`escape_rate`."""
-    _check_confidence(confidence)
+    level("confidence", confidence)
     times, exited = _drop_transient(*_as_arrays(ex), offset)
     if exited.sum() < 5:
         raise ValueError(f"only {int(exited.sum())} exits; the test needs at least 5 (run longer or more paths).")

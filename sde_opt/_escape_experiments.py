@@ -26,6 +26,7 @@ from ._escape_theory import kramers_rate, mean_exit_time_1d, temperature, xie_es
 from ._escape import EscapeRate
 from ._exit import CloserToOther, HalfSpace, first_exit
 from ._io import register_result
+from ._fit import fit_line
 from ._noise import AbstractNoise, ConstantNoise, DiagonalNoise, IsotropicNoise, MinibatchNoise, ScaledNoise
 from . import landscapes
 
@@ -226,13 +227,9 @@ def _study(x, x_name, noise, rows, cfg) -> EscapeStudy:
 def fit_log_slope(x, tau, low, high):
     """Weighted least-squares slope of ``log τ`` against ``x`` with its standard error
     (weights from the half-width of the log-interval)."""
-    x, y = np.asarray(x, float), np.log(np.asarray(tau, float))
     s = (np.log(np.asarray(high, float)) - np.log(np.asarray(low, float))) / (2 * 1.96)
-    w = 1.0 / np.maximum(s, 1e-12) ** 2
-    a = np.vstack([x, np.ones_like(x)]).T
-    cov = np.linalg.inv(a.T @ (w[:, None] * a))
-    coef = cov @ (a.T @ (w * y))
-    return float(coef[0]), float(np.sqrt(cov[0, 0]))
+    fit = fit_line(x, np.log(np.asarray(tau, float)), np.maximum(s, 1e-12))
+    return fit.slope, fit.stderr
 
 
 def equal_trace_noises(hessian, total_variance=None, *, covariance_source=None, at=None) -> dict[str, AbstractNoise]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import barrier_and_temperature
+
 
 def temperature(lr, batch_size, variance=1.0) -> float:
     """``T = lr · v / (2B)``: the Langevin temperature of the SGD SDE with ``D = v I``."""
@@ -28,7 +30,7 @@ def kramers_rate(barrier, curvature_min, curvature_saddle, temperature) -> float
     barrier and on into the other basin; the mean time to *reach the saddle point* is
     about half of it (from there a path goes either way).
     """
-    _check_barrier(barrier, temperature)
+    barrier_and_temperature(barrier, temperature)
     if curvature_min <= 0 or curvature_saddle >= 0:
         raise ValueError("need curvature_min > 0 (a minimum) and curvature_saddle < 0 (a barrier top).")
     return float(np.sqrt(curvature_min * abs(curvature_saddle)) / (2 * np.pi) * np.exp(-barrier / temperature))
@@ -39,7 +41,7 @@ def eyring_kramers_rate(hessian_min, hessian_saddle, barrier, temperature) -> fl
     ``k = |λ₋|/(2π) · √(det H_m / |det H_s|) · exp(−ΔL/T)``, with ``λ₋`` the one negative
     eigenvalue of the saddle Hessian ``H_s``. Same validity as :func:`kramers_rate`
     (``ΔL/T ≫ 1``, index-1 saddle, non-degenerate Hessians)."""
-    _check_barrier(barrier, temperature)
+    barrier_and_temperature(barrier, temperature)
     hm = np.asarray(hessian_min, np.float64)
     hs = np.asarray(hessian_saddle, np.float64)
     lm, ls = np.linalg.eigvalsh(hm), np.linalg.eigvalsh(hs)
@@ -104,10 +106,3 @@ def _cumtrapz(f, x):
     out = np.zeros_like(f)
     out[1:] = np.cumsum(0.5 * (f[1:] + f[:-1]) * np.diff(x))
     return out
-
-
-def _check_barrier(barrier, temp):
-    if barrier <= 0:
-        raise ValueError(f"barrier must be > 0, got {barrier}.")
-    if temp <= 0:
-        raise ValueError(f"temperature must be > 0, got {temp}.")

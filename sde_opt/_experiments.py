@@ -20,8 +20,8 @@ import jax.random as jr
 import numpy as np
 
 from ._checks import positive_int, square_matrix
-from ._diffrax import solve_diffrax
-from ._dynamics import GD, SGD, SGDSDE, GradientFlow, NoisyGD
+from ._dynamics import GD, SGD, SGDSDE, NoisyGD
+from ._edge_of_stability import gradient_flow_path
 from ._engine import Ensemble, simulate
 from ._io import register_result
 from ._noise import ConstantNoise, MinibatchNoise
@@ -113,8 +113,9 @@ def gd_against_flow(problem: Problem, x0, lrs, t1: float) -> GDAgainstFlow:
     """Gradient descent at each learning rate in ``lrs`` against the gradient flow, on the
     common SDE time axis ``t = k · lr``, up to time ``t1``.
 
-    The flow is solved once by diffrax (Tsit5, adaptive, rtol 1e-6) on the union of the GD
-    time grids, so ``flow_at[i]`` is the flow exactly at the times of GD run ``i``.
+    The flow is solved once by :func:`sde_opt.stability.gradient_flow_path` (diffrax Tsit5,
+    adaptive, rtol 1e-6) on the union of the GD time grids, so ``flow_at[i]`` is the flow
+    exactly at the times of GD run ``i``.
     """
     x0 = jnp.asarray(x0, dtype=jnp.result_type(float))
     lrs = [float(lr) for lr in lrs]
@@ -126,8 +127,7 @@ def gd_against_flow(problem: Problem, x0, lrs, t1: float) -> GDAgainstFlow:
         xs.append(np.asarray(ens.ys[0]))
         grids.append(np.round(np.arange(n_steps + 1) * lr, 12))
     union = np.unique(np.concatenate(grids))
-    ref = solve_diffrax(GradientFlow(problem), x0, key=jr.key(0), n_paths=1, t1=float(union[-1]), ts=union)
-    flow = np.asarray(ref.ys[0])
+    flow = np.asarray(gradient_flow_path(problem, x0, union).params)
     return GDAgainstFlow(lrs=np.asarray(lrs), ts=tuple(ts), xs=tuple(xs),
                          flow_at=tuple(flow[np.searchsorted(union, grid)] for grid in grids), flow_t=union, flow_x=flow)
 

@@ -29,11 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._checks import positive
-from ._dynamics import GD, AbstractContinuous, GradientFlow, ModifiedFlow, ShuffledSGD, _check_batch
+from ._checks import check_batch, positive
+from ._dynamics import GD, AbstractContinuous, GradientFlow, ModifiedFlow, ShuffledSGD
+from ._diffrax import flow_path
 from ._engine import simulate
+from ._fit import power_law_exponent
 from ._io import register_result
-from ._noise import batch_noise_scale
+from ._noise import batch_factor
 from ._problem import Problem
 
 
@@ -65,8 +67,8 @@ def modified_loss(problem: Problem, lr, batch_size=None, *, replacement: bool = 
         scale = 0.0
     else:
         problem._need_data("the batch term of modified_loss")
-        b = _check_batch(problem, batch_size, required=True)
-        scale = batch_noise_scale(problem, b, replacement)
+        b = check_batch(problem, batch_size, required=True)
+        scale = batch_factor(problem.n_examples, b, replacement)
 
     def loss(theta):
         g = problem.grad(theta)
@@ -102,7 +104,7 @@ class SGDModifiedFlow(AbstractContinuous):
         problem._need_data("SGDModifiedFlow")
         self.problem = problem
         self.lr = positive("lr", lr)
-        self.batch_size = _check_batch(problem, batch_size, required=True)
+        self.batch_size = check_batch(problem, batch_size, required=True)
         self.replacement = bool(replacement)
 
     def natural_dt(self):
@@ -110,7 +112,7 @@ class SGDModifiedFlow(AbstractContinuous):
 
     def drift(self, t, theta):
         g = self.problem.grad(theta)
-        c = batch_noise_scale(self.problem, self.batch_size, self.replacement)
+        c = batch_factor(self.problem.n_examples, self.batch_size, self.replacement)
         batch = jax.grad(lambda th: _trace_d(self.problem, th))(theta)
         return -g - 0.5 * self.lr * self.problem.hvp(theta, g) - 0.25 * self.lr * c * batch
 
@@ -124,20 +126,13 @@ class SGDModifiedFlow(AbstractContinuous):
 # ----------------------------------------------------------------------------- experiments
 
 
-def _flow_at(flow, theta0, t1, steps: int = 2048):
-    """The flow at ``t1``: Euler with ``steps`` and ``2·steps`` steps, Richardson-combined
-    (``2x_{h/2} − x_h``, error O(h²)). ``steps`` is fixed so that flows that differ only in
-    their arrays (``lr``) reuse one compiled kernel."""
-
-    def euler(n):
-        ens = simulate(flow, theta0, key=jax.random.key(0), n_paths=1, n_steps=n, dt=t1 / n, save_every=n)
-        return np.asarray(ens.ys[0, -1])
-
-    return 2.0 * euler(2 * steps) - euler(steps)
-
-
-def _slope(x, y):
-    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+def _flow_at(flow, theta0, t1):
+    """The flow at ``t1`` by the reference solver (:func:`~sde_opt._diffrax.flow_path`, as
+    :func:`sde_opt.stability.gradient_flow_path`), at tolerances far below the differences measured."""
+    eps = float(jnp.finfo(jnp.asarray(theta0).dtype).eps)
+    rtol = max(1e-10, 10 * eps)
+    ys, _, _ = flow_path(flow, jnp.asarray(theta0), jnp.array([0.0, t1]), rtol=rtol, atol=rtol * 1e-2)
+    return np.asarray(ys[-1])
 
 
 def _steps(t1, lr, multiple: int = 1) -> int:
@@ -176,12 +171,13 @@ class SGDFlowErrors(eqx.Module):
     slope_sgd_modified: float
 
 
-def gd_modified_flow_errors(problem: Problem, theta0, lrs, t1, *, steps: int = 2048) -> GDFlowErrors:
+def gd_modified_flow_errors(problem: Problem, theta0, lrs, t1) -> GDFlowErrors:
     """GD against gradient flow and against the modified flow of ``L + (lr/4)‖∇L‖²``, at
     time ``t1`` (``t1/lr`` GD steps from ``theta0``; a whole number for each ``lr``).
 
-    The flows are integrated by Richardson-extrapolated Euler (``steps`` and ``2·steps``
-    steps), far more accurately than the differences measured (see :class:`GDFlowErrors`).
+    The flows are solved by the reference solver of :func:`sde_opt.stability.gradient_flow_path`
+    (adaptive Tsit5, ``rtol = max(1e-10, 10 eps)``), far more accurately than the
+    differences measured (see :class:`GDFlowErrors`).
 
     Example:
         >>> import jax.numpy as jnp, sde_opt as so
@@ -192,20 +188,20 @@ def gd_modified_flow_errors(problem: Problem, theta0, lrs, t1, *, steps: int = 2
     """
     lrs = [float(lr) for lr in lrs]
     theta0 = jnp.asarray(theta0)
-    ref_flow = _flow_at(GradientFlow(problem), theta0, t1, steps)
+    ref_flow = _flow_at(GradientFlow(problem), theta0, t1)
     e_flow, e_mod = [], []
     for lr in lrs:
         k = _steps(t1, lr)
         gd = simulate(GD(problem, lr), theta0, key=jax.random.key(0), n_paths=1, n_steps=k, save_every=k)
         x = np.asarray(gd.ys[0, -1])
         e_flow.append(float(np.linalg.norm(x - ref_flow)))
-        e_mod.append(float(np.linalg.norm(x - _flow_at(ModifiedFlow(problem, lr), theta0, t1, steps))))
+        e_mod.append(float(np.linalg.norm(x - _flow_at(ModifiedFlow(problem, lr), theta0, t1))))
     return GDFlowErrors(lrs=np.array(lrs), err_flow=np.array(e_flow), err_modified=np.array(e_mod),
-                        slope_flow=_slope(lrs, e_flow), slope_modified=_slope(lrs, e_mod))
+                        slope_flow=power_law_exponent(lrs, e_flow), slope_modified=power_law_exponent(lrs, e_mod))
 
 
-def sgd_modified_flow_errors(problem: Problem, theta0, lrs, batch_size, t1, *, key, n_paths: int = 1000,
-                             steps: int = 2048) -> SGDFlowErrors:
+def sgd_modified_flow_errors(problem: Problem, theta0, lrs, batch_size, t1, *, key,
+                             n_paths: int = 1000) -> SGDFlowErrors:
     """The mean of SGD with random reshuffling (:class:`sde_opt.ShuffledSGD`) at time
     ``t1`` (a whole number of epochs for every ``lr``) against gradient flow, GD's modified
     flow, and :class:`SGDModifiedFlow` (with the batch term).
@@ -215,7 +211,7 @@ def sgd_modified_flow_errors(problem: Problem, theta0, lrs, batch_size, t1, *, k
     lrs = [float(lr) for lr in lrs]
     theta0 = jnp.asarray(theta0)
     m = problem.n_examples // batch_size
-    ref_flow = _flow_at(GradientFlow(problem), theta0, t1, steps)
+    ref_flow = _flow_at(GradientFlow(problem), theta0, t1)
     out = {"flow": [], "gd_modified": [], "sgd_modified": []}
     ses = []
     for i, lr in enumerate(lrs):
@@ -226,13 +222,14 @@ def sgd_modified_flow_errors(problem: Problem, theta0, lrs, batch_size, t1, *, k
         mean = final.mean(axis=0)
         ses.append(float(np.linalg.norm(final.std(axis=0, ddof=1)) / np.sqrt(n_paths)))
         out["flow"].append(float(np.linalg.norm(mean - ref_flow)))
-        out["gd_modified"].append(float(np.linalg.norm(mean - _flow_at(ModifiedFlow(problem, lr), theta0, t1, steps))))
+        out["gd_modified"].append(float(np.linalg.norm(mean - _flow_at(ModifiedFlow(problem, lr), theta0, t1))))
         sgd_flow = SGDModifiedFlow(problem, lr, batch_size)
-        out["sgd_modified"].append(float(np.linalg.norm(mean - _flow_at(sgd_flow, theta0, t1, steps))))
+        out["sgd_modified"].append(float(np.linalg.norm(mean - _flow_at(sgd_flow, theta0, t1))))
     return SGDFlowErrors(
         lrs=np.array(lrs), se=np.array(ses), err_flow=np.array(out["flow"]), err_gd_modified=np.array(out["gd_modified"]),
-        err_sgd_modified=np.array(out["sgd_modified"]), slope_flow=_slope(lrs, out["flow"]),
-        slope_gd_modified=_slope(lrs, out["gd_modified"]), slope_sgd_modified=_slope(lrs, out["sgd_modified"]),
+        err_sgd_modified=np.array(out["sgd_modified"]), slope_flow=power_law_exponent(lrs, out["flow"]),
+        slope_gd_modified=power_law_exponent(lrs, out["gd_modified"]),
+        slope_sgd_modified=power_law_exponent(lrs, out["sgd_modified"]),
     )
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._checks import is_concrete, square_matrix
+from ._checks import is_concrete, nonnegative, square_matrix
 from ._problem import Problem
 
 
@@ -49,20 +49,28 @@ class AbstractNoise(eqx.Module):
         """Raise ``ValueError`` when this noise cannot be used with ``problem`` in dimension ``dim``."""
 
 
-def batch_noise_scale(problem: Problem, batch_size: int, replacement: bool):
-    """The factor ``c/B`` with ``Var(g_B) = (c/B) D``: ``c = 1`` with replacement and
-    ``c = (N − B)/(N − 1)`` for ``B`` distinct examples out of ``N``."""
-    n = problem.n_examples
-    if replacement or n is None:
+def batch_factor(n_examples: int | None, batch_size: int, replacement: bool) -> float:
+    """The factor ``c_B`` in ``Var(g_B) = c_B · D`` for a batch of ``B = batch_size`` out of
+    ``N = n_examples``: ``1/B`` with replacement (``B`` i.i.d. indices) and
+    ``(N − B)/(B (N − 1))`` for ``B`` distinct examples, the finite-population correction
+    of sampling without replacement (e.g. Cochran, *Sampling Techniques*, 1977, §2.5). The
+    same factor scales ``Var(H_B)`` of per-example Hessians. ``N = None`` (no data) is
+    treated as an infinite population.
+
+    Example:
+        >>> batch_factor(10, 5, True), batch_factor(10, 5, False), batch_factor(10, 10, False)
+        (0.2, 0.1111111111111111, 0.0)
+    """
+    if replacement or n_examples is None:
         return 1.0 / batch_size
-    if n == 1:
+    if n_examples == 1:
         return 0.0
-    return (n - batch_size) / ((n - 1) * batch_size)
+    return (n_examples - batch_size) / (batch_size * (n_examples - 1))
 
 
 def gradient_covariance(noise: AbstractNoise, problem: Problem, theta, batch_size: int, replacement: bool = True):
     """Covariance of a batch gradient: ``Var(g_B) = D(θ)/B``, times ``(N−B)/(N−1)`` without replacement."""
-    return batch_noise_scale(problem, batch_size, replacement) * noise.covariance(problem, theta)
+    return batch_factor(problem.n_examples, batch_size, replacement) * noise.covariance(problem, theta)
 
 
 class IsotropicNoise(AbstractNoise):
@@ -71,7 +79,7 @@ class IsotropicNoise(AbstractNoise):
     variance: Float[Array, ""]
 
     def __init__(self, variance):
-        self.variance = _nonnegative("variance", variance)
+        self.variance = nonnegative("variance", variance, finite=True)
 
     def covariance(self, problem, theta):
         return self.variance * jnp.eye(theta.shape[0], dtype=theta.dtype)
@@ -163,7 +171,7 @@ class HessianNoise(AbstractNoise):
     scale: Float[Array, ""]
 
     def __init__(self, scale=1.0):
-        self.scale = _nonnegative("scale", scale)
+        self.scale = nonnegative("scale", scale, finite=True)
 
     def covariance(self, problem, theta):
         g = self.factor(problem, theta)
@@ -248,7 +256,7 @@ class ScaledNoise(AbstractNoise):
     def __init__(self, base: AbstractNoise, scale=1.0, source: Problem | None = None):
         if not isinstance(base, AbstractNoise):
             raise ValueError(f"base must be a noise model, got {type(base).__name__}.")
-        self.base, self.scale, self.source = base, _nonnegative("scale", scale), source
+        self.base, self.scale, self.source = base, nonnegative("scale", scale, finite=True), source
 
     def _p(self, problem):
         return problem if self.source is None else self.source
@@ -269,15 +277,6 @@ class ScaledNoise(AbstractNoise):
         return jnp.sqrt(self.scale) * self.base.apply_factor(self._p(problem), theta, z)
 
 
-def _nonnegative(name, value):
-    arr = jnp.asarray(value, dtype=jnp.result_type(float))
-    if arr.ndim != 0:
-        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}.")
-    if is_concrete(arr) and not (np.isfinite(float(arr)) and float(arr) >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
-    return arr
-
-
 __all__ = [
     "AbstractNoise",
     "IsotropicNoise",
@@ -288,5 +287,5 @@ __all__ = [
     "EmpiricalFisherNoise",
     "ScaledNoise",
     "gradient_covariance",
-    "batch_noise_scale",
+    "batch_factor",
 ]

@@ -20,12 +20,11 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float
 
-from ._checks import positive_int
+from ._checks import n_eigenpairs, positive_int
 from ._curvature import (
     AbstractCurvature,
     AbstractOperator,
     CurvatureOperator,
-    _check_k,
     _default_tol,
     _eigs_jit,
     curvature_operator,
@@ -232,7 +231,7 @@ def noise_eigs(problem: Problem, p, k: int, *, group=None, chunk_size: int | Non
     if chunk_size is not None:
         chunk_size = positive_int("chunk_size", chunk_size)
     op = noise_operator(problem, p, group=group)
-    k = _check_k(k, op.dim)
+    k = n_eigenpairs(k, op.dim)
     if _use_streaming(op, streaming):
         chunk = 256 if chunk_size is None else chunk_size
         op = CurvatureOperator(problem=op.problem, theta=op.theta, curvature=NoiseCovariance(chunk),

@@ -45,54 +45,18 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import positive, positive_int
+from ._checks import check_batch, check_optimizer, noise_model, nonnegative, positive, positive_int, unit_interval
 from ._dynamics import (
     AbstractContinuous,
     AbstractDynamics,
     AbstractOptax,
     OptaxDynamics,
-    _check_batch,
-    check_optimizer,
 )
 from ._engine import Ensemble, simulate
-from ._noise import AbstractNoise, batch_noise_scale
+from ._noise import AbstractNoise, batch_factor
 from ._problem import Problem
 
 # ----------------------------------------------------------------------------- checks
-
-
-def _unit_interval(name: str, value, *, allow_zero: bool = True):
-    arr = jnp.asarray(value, dtype=jnp.result_type(float))
-    if arr.ndim != 0:
-        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}.")
-    if not isinstance(arr, jax.core.Tracer):
-        v = float(arr)
-        lo_ok = v >= 0 if allow_zero else v > 0
-        if not (lo_ok and v < 1):
-            raise ValueError(f"{name} must lie in {'[0' if allow_zero else '(0'}, 1), got {value}.")
-    return arr
-
-
-def _nonnegative(name: str, value):
-    arr = jnp.asarray(value, dtype=jnp.result_type(float))
-    if arr.ndim != 0:
-        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}.")
-    if not isinstance(arr, jax.core.Tracer) and not float(arr) >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value}.")
-    return arr
-
-
-def _check_noise(problem: Problem, noise, batch_size, *, required: bool, who: str):
-    if noise is None:
-        if required:
-            raise ValueError(
-                f"{who} is a model of mini-batch noise and needs noise=..., e.g. so.MinibatchNoise() for a "
-                "finite-sum problem or so.HessianNoise(); for the noiseless limit use the flow model."
-            )
-        return None, None
-    if not isinstance(noise, AbstractNoise):
-        raise ValueError(f"noise must be a noise model such as so.HessianNoise(), got {type(noise).__name__}.")
-    return noise, _check_batch(problem, batch_size, required=False)
 
 
 # ----------------------------------------------------------------------------- base class
@@ -145,7 +109,7 @@ class AbstractOptimizerModel(AbstractContinuous):
 
     # noise helpers (only for models with a ``noise`` field) ----------------------------
     def _noise_scale(self):
-        return batch_noise_scale(self.problem, self.batch_size, self.replacement)
+        return batch_factor(self.problem.n_examples, self.batch_size, self.replacement)
 
     def _noise_apply(self, theta, z):
         """``(D/B)^{1/2} z`` (times the without-replacement factor)."""
@@ -206,8 +170,8 @@ class HeavyBall(AbstractOptimizerModel):
     def __init__(self, problem: Problem, lr, momentum=0.9, batch_size=None, noise=None, *, replacement=True):
         self.problem = problem
         self.lr = positive("lr", lr)
-        self.momentum = _unit_interval("momentum", momentum)
-        self.noise, self.batch_size = _check_noise(problem, noise, batch_size, required=False, who="HeavyBall")
+        self.momentum = unit_interval("momentum", momentum)
+        self.noise, self.batch_size = noise_model(problem, noise, batch_size, required=False, who="HeavyBall")
         self.replacement = bool(replacement)
 
     @classmethod
@@ -353,7 +317,7 @@ class AdaGradFlow(AbstractOptimizerModel):
         self.problem = problem
         self.lr = positive("lr", lr)
         self.initial_accumulator_value = positive("initial_accumulator_value", initial_accumulator_value)
-        self.eps = _nonnegative("eps", eps)
+        self.eps = nonnegative("eps", eps)
 
     @classmethod
     def from_accumulator(cls, problem: Problem, lr, s0, eps0=0.0):
@@ -445,9 +409,9 @@ class RMSpropFlow(_AbstractRMSprop):
                  per_coordinate=True):
         self.problem = problem
         self.lr = positive("lr", lr)
-        self.decay = _unit_interval("decay", decay)
-        self.eps = _nonnegative("eps", eps)
-        self.initial_scale = _nonnegative("initial_scale", initial_scale)
+        self.decay = unit_interval("decay", decay)
+        self.eps = nonnegative("eps", eps)
+        self.initial_scale = nonnegative("initial_scale", initial_scale)
         self.eps_in_sqrt = bool(eps_in_sqrt)
         self.per_coordinate = bool(per_coordinate)
 
@@ -506,10 +470,10 @@ class RMSpropSDE(_AbstractRMSprop):
                  initial_scale=0.0, eps_in_sqrt=True, per_coordinate=True, replacement=True):
         self.problem = problem
         self.lr = positive("lr", lr)
-        self.noise, self.batch_size = _check_noise(problem, noise, batch_size, required=True, who="RMSpropSDE")
-        self.decay = _unit_interval("decay", decay)
-        self.eps = _nonnegative("eps", eps)
-        self.initial_scale = _nonnegative("initial_scale", initial_scale)
+        self.noise, self.batch_size = noise_model(problem, noise, batch_size, required=True, who="RMSpropSDE")
+        self.decay = unit_interval("decay", decay)
+        self.eps = nonnegative("eps", eps)
+        self.initial_scale = nonnegative("initial_scale", initial_scale)
         self.eps_in_sqrt = bool(eps_in_sqrt)
         self.per_coordinate = bool(per_coordinate)
         self.replacement = bool(replacement)
@@ -633,11 +597,11 @@ class AdamFlow(AbstractOptimizerModel):
                  bias_correction=True):
         self.problem = problem
         self.lr = positive("lr", lr)
-        self.b1 = _unit_interval("b1", b1)
-        self.b2 = _unit_interval("b2", b2)
-        self.eps = _nonnegative("eps", eps)
-        self.eps_root = _nonnegative("eps_root", eps_root)
-        self.initial_scale = _nonnegative("initial_scale", initial_scale)
+        self.b1 = unit_interval("b1", b1)
+        self.b2 = unit_interval("b2", b2)
+        self.eps = nonnegative("eps", eps)
+        self.eps_root = nonnegative("eps_root", eps_root)
+        self.initial_scale = nonnegative("initial_scale", initial_scale)
         self.bias_correction = bool(bias_correction)
 
     def natural_dt(self):
@@ -702,11 +666,11 @@ class AdamSDE(AbstractOptimizerModel):
                  initial_scale=0.0, bias_correction=True, replacement=True):
         self.problem = problem
         self.lr = positive("lr", lr)
-        self.noise, self.batch_size = _check_noise(problem, noise, batch_size, required=True, who="AdamSDE")
-        self.b1 = _unit_interval("b1", b1)
-        self.b2 = _unit_interval("b2", b2)
-        self.eps = _nonnegative("eps", eps)
-        self.initial_scale = _nonnegative("initial_scale", initial_scale)
+        self.noise, self.batch_size = noise_model(problem, noise, batch_size, required=True, who="AdamSDE")
+        self.b1 = unit_interval("b1", b1)
+        self.b2 = unit_interval("b2", b2)
+        self.eps = nonnegative("eps", eps)
+        self.initial_scale = nonnegative("initial_scale", initial_scale)
         self.bias_correction = bool(bias_correction)
         self.replacement = bool(replacement)
 
@@ -803,7 +767,7 @@ class NoisyOptax(AbstractOptax):
             raise ValueError(f"noise must be a noise model such as so.HessianNoise(), got {type(noise).__name__}.")
         self.problem = problem
         self.optimizer = optimizer
-        self.batch_size = _check_batch(problem, batch_size, required=False)
+        self.batch_size = check_batch(problem, batch_size, required=False)
         self.noise = noise
         self.replacement = bool(replacement)
         self.dt = positive("dt", dt)
@@ -820,7 +784,7 @@ class NoisyOptax(AbstractOptax):
 
     def gradient_normals(self, theta, z):
         """The Gaussian gradient driven by the standard normals ``z`` (``n_normals`` of them)."""
-        scale = jnp.sqrt(batch_noise_scale(self.problem, self.batch_size, self.replacement))
+        scale = jnp.sqrt(batch_factor(self.problem.n_examples, self.batch_size, self.replacement))
         return self.problem.grad(theta) - scale * self.noise.apply_factor(self.problem, theta, z)
 
     def step_normals(self, state, t, z):

@@ -44,6 +44,7 @@ from scipy import stats
 
 from ._dynamics import SGD, SGDSDE, NoisyGD
 from ._io import register_result
+from ._fit import fit_line
 from ._noise import ConstantNoise
 from ._problem import Problem
 from ._stability import BGK_BETA, stability_radius
@@ -122,19 +123,13 @@ def fit_exponent(kappa, radius, low, high, confidence: float = 0.95) -> Exponent
     y = np.log(r[ok])
     # a floor of 0.5% relative error guards against degenerate intervals (ties, e.g. SGD with lr·κ = 1)
     se = np.maximum((np.log(hi[ok]) - np.log(lo[ok])) / (2 * z), 5e-3)
-    xs = x[ok]
-    w = 1.0 / se**2
-    a = np.stack([np.ones_like(xs), xs], axis=1)
-    cov = np.linalg.inv(a.T @ (w[:, None] * a))
-    coef = cov @ (a.T @ (w * y))
-    resid = y - a @ coef
-    dof = len(y) - 2
-    chi2 = float(np.sum(w * resid**2) / max(dof, 1))
-    se_p = math.sqrt(cov[1, 1]) * math.sqrt(max(chi2, 1.0))
+    fit = fit_line(x[ok], y, se)
+    dof, chi2 = fit.dof, fit.chi2_dof
+    se_p = fit.stderr * math.sqrt(max(chi2, 1.0))
     tq = stats.t.ppf(0.5 + confidence / 2, max(dof, 1))
     local = np.diff(np.log(r)) / np.diff(x)
-    return ExponentFit(exponent=float(coef[1]), low=float(coef[1] - tq * se_p), high=float(coef[1] + tq * se_p),
-                       stderr=float(se_p), intercept=float(coef[0]), chi2_dof=chi2, local=local,
+    return ExponentFit(exponent=fit.slope, low=fit.slope - tq * se_p, high=fit.slope + tq * se_p,
+                       stderr=float(se_p), intercept=fit.intercept, chi2_dof=chi2, local=local,
                        kappa_min=float(np.min(np.asarray(kappa, np.float64)[ok])),
                        kappa_max=float(np.max(np.asarray(kappa, np.float64)[ok])))
 

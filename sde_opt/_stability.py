@@ -35,10 +35,11 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 from scipy import optimize, stats
 
-from ._checks import positive, positive_int
+from ._checks import level, positive, positive_int, state_is_theta
 from ._dynamics import AbstractDynamics
 from ._engine import check_key, check_start, chunks, path_keys, resolve_dt, vstep
 from ._io import register_result
+from ._noise import batch_factor
 from ._problem import Problem
 
 # Broadie, Glasserman & Kou (1997): monitoring a Brownian motion only every dt moves the
@@ -85,15 +86,6 @@ def per_example_hessians(problem: Problem, theta) -> Float[Array, "n d d"]:
 def _per_example_hessians(problem, theta):
     h = jax.vmap(jax.hessian(problem.example_loss), in_axes=(None, 0))(theta, problem.data)
     return 0.5 * (h + jnp.swapaxes(h, -1, -2))
-
-
-def batch_factor(n_examples: int, batch_size: int, replacement: bool) -> float:
-    """``c`` in ``Var(H_B) = c · Var(Hᵢ)``: ``1/B`` with replacement, ``(N−B)/(B(N−1))`` without."""
-    if replacement:
-        return 1.0 / batch_size
-    if n_examples == 1:
-        return 0.0
-    return (n_examples - batch_size) / (batch_size * (n_examples - 1))
 
 
 class StabilityRegion(eqx.Module):
@@ -276,15 +268,6 @@ def _growth_kernel(dyn, minimum, u0, keys, resample_key, dt, n_steps: int, momen
     return logs
 
 
-def _check_state_is_theta(dyn, minimum):
-    out = jax.eval_shape(dyn.init, minimum)
-    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == minimum.shape):
-        raise ValueError(
-            f"{type(dyn).__name__} carries optimizer state; the tangent map is defined here for dynamics whose "
-            "state is θ itself (GD, SGD, NoisyGD, SGDSDE)."
-        )
-
-
 def _batch_means_se(x, n_batches: int = 20):
     x = np.asarray(x, dtype=np.float64)
     nb = max(2, min(n_batches, len(x) // 5))
@@ -329,7 +312,7 @@ def moment_growth_rate(
         raise ValueError(f"burn_in must be in [0, n_steps={n_steps}), got {burn_in}.")
     q = float(positive("moment", moment))
     minimum = dyn.problem.check_params(minimum, "minimum")
-    _check_state_is_theta(dyn, minimum)
+    state_is_theta(dyn, minimum)
     dt = resolve_dt(dyn, None).astype(minimum.dtype)
     k_dir, k_path, k_res = jr.split(key, 3)
     u0 = jr.normal(k_dir, (n_walkers, minimum.shape[0]), minimum.dtype)
@@ -462,13 +445,6 @@ def divergence_boundary(
 # ======================================================================================
 
 
-def _check_level(name, p):
-    p = float(p)
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"{name} must be in (0, 1), got {p}.")
-    return p
-
-
 def quantile_ranks(n: int, p: float, confidence: float = 0.95) -> tuple[int, int, int]:
     """1-based ranks ``(k, r, s)``: the point estimate ``X_(k)``, ``k = ⌈n p⌉``, and the
     distribution-free interval ``[X_(r), X_(s)]`` for the ``p``-quantile of a continuous
@@ -496,7 +472,7 @@ def quantile_interval(samples, p: float, confidence: float = 0.95) -> tuple[floa
     n = x.size
     if n == 0:
         raise ValueError("no samples.")
-    k, r, s = quantile_ranks(n, _check_level("p", p), _check_level("confidence", confidence))
+    k, r, s = quantile_ranks(n, level("p", p), level("confidence", confidence))
     low = -np.inf if r == 0 else x[r - 1]
     high = np.inf if s == n + 1 else x[s - 1]
     return float(x[k - 1]), float(low), float(high)
@@ -632,7 +608,7 @@ class StabilityRadius(eqx.Module):
         ``~5/n`` to 0.5). ``simultaneous=True`` gives a band that holds for all ``δ`` at
         once (Dvoretzky–Kiefer–Wolfowitz, Massart's constant); ``time_index`` picks a
         shorter horizon ``ts[time_index]``."""
-        conf = self.confidence if confidence is None else _check_level("confidence", confidence)
+        conf = self.confidence if confidence is None else level("confidence", confidence)
         x = np.sort(np.asarray(self.running_max[:, time_index], dtype=np.float64))
         n = x.size
         if deltas is None:
@@ -641,7 +617,7 @@ class StabilityRadius(eqx.Module):
         est, lo, hi = (np.empty(deltas.shape) for _ in range(3))
         eps = math.sqrt(math.log(2.0 / (1.0 - conf)) / (2.0 * n))
         for i, d in enumerate(deltas):
-            p = 1.0 - _check_level("delta", d)
+            p = 1.0 - level("delta", d)
             if simultaneous:
                 est[i] = x[min(max(math.ceil(n * p - 1e-9), 1), n) - 1]
                 rl, rh = math.ceil(n * (p - eps) - 1e-9), math.ceil(n * (p + eps) - 1e-9)
@@ -654,7 +630,7 @@ class StabilityRadius(eqx.Module):
 
     def inside_probability(self, radius, *, confidence: float | None = None, time_index: int = -1):
         """``P(sup ‖θ_t − θ*‖ < r)`` with a Clopper–Pearson interval: ``(p, low, high)``."""
-        conf = self.confidence if confidence is None else _check_level("confidence", confidence)
+        conf = self.confidence if confidence is None else level("confidence", confidence)
         x = np.asarray(self.running_max[:, time_index], dtype=np.float64)
         k, n = int(np.sum(x < float(radius))), x.size
         a = 1.0 - conf
@@ -719,8 +695,8 @@ def stability_radius(
         >>> bool(rad.low <= rad.radius <= rad.high)
         True
     """
-    delta = _check_level("delta", delta)
-    confidence = _check_level("confidence", confidence)
+    delta = level("delta", delta)
+    confidence = level("confidence", confidence)
     ts, runs = max_excursion(dyn, minimum, key=key, n_paths=n_paths, n_steps=n_steps, dt=dt, save_every=save_every,
                              norm=norm, chunk_size=chunk_size)
     est, lo, hi = quantile_interval(np.asarray(runs[:, -1]), 1.0 - delta, confidence)
@@ -763,7 +739,7 @@ def brownian_max_cdf(r, t, *, sigma=1.0, two_sided: bool = True, dt=None):
 
 def brownian_max_quantile(p, t, *, sigma=1.0, two_sided: bool = True, dt=None) -> float:
     """The ``p``-quantile of the (grid, with ``dt``) maximum of ``|σW|`` (or ``σW``) on ``[0, t]``."""
-    p = _check_level("p", p)
+    p = level("p", p)
     f = lambda r: float(brownian_max_cdf(r, t, sigma=sigma, two_sided=two_sided)) - p
     hi = sigma * math.sqrt(t)
     while f(hi) < 0:

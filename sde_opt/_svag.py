@@ -33,10 +33,11 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, Float
 
-from ._checks import is_concrete, positive
-from ._dynamics import SGDSDE, AbstractDiscrete, AbstractOptax, _check_batch, _sample_batch, check_optimizer
+from ._checks import check_batch, check_optimizer, is_concrete, positive
+from ._dynamics import SGDSDE, AbstractDiscrete, AbstractOptax, _sample_batch
 from ._engine import simulate
 from ._io import register_result
+from ._fit import power_law_exponent
 from ._noise import MinibatchNoise
 from ._optimizers import AdamSDE, RMSpropSDE, adam_moments, global_rmsprop
 from ._problem import Problem
@@ -92,7 +93,7 @@ class SVAG(AbstractDiscrete):
         problem._need_data("SVAG")
         self.problem = problem
         self.lr = positive("lr", lr)
-        self.batch_size = _check_batch(problem, batch_size, required=True)
+        self.batch_size = check_batch(problem, batch_size, required=True)
         self.ell = _amplification(ell)
         self.replacement = bool(replacement)
 
@@ -125,7 +126,7 @@ class SVAGOptax(AbstractOptax):
         check_optimizer(optimizer)
         self.problem = problem
         self.optimizer = optimizer
-        self.batch_size = _check_batch(problem, batch_size, required=True)
+        self.batch_size = check_batch(problem, batch_size, required=True)
         self.ell = _amplification(ell)
         self.dt = positive("dt", dt)
         self.replacement = bool(replacement)
@@ -234,7 +235,7 @@ def svag_study(make: Callable, ells, limit, y0, *, key, n_paths: int, t1, n_save
     lm, ls, _ = run(limit, int(round(float(t1) / fine)), fine, jr.fold_in(key, 10_000))
     means, ses = np.array(means), np.array(ses)
     diff = means[:, -1] - lm[-1]
-    slope = np.polyfit(np.log(ells), np.log(np.abs(diff)), 1)[0] if len(ells) > 1 else np.nan
+    slope = power_law_exponent(ells, diff) if len(ells) > 1 else np.nan
     return SVAGStudy(ells=np.array(ells), ts=ts, mean=means, se=ses, limit_mean=lm, limit_se=ls, diff=diff,
                      diff_se=np.sqrt(ses[:, -1] ** 2 + ls[-1] ** 2), slope=float(slope))
 

@@ -17,12 +17,11 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._alignment import _measure
-from ._checks import positive_int
+from ._checks import n_eigenpairs, positive_int
 from ._curvature import (
     CurvatureOperator,
     Hessian,
     Hutchinson,
-    _check_k,
     _default_tol,
     _eigs_jit,
     curvature_operator,
@@ -31,6 +30,7 @@ from ._curvature import (
 from ._dynamics import OptaxDynamics
 from ._io import register_result
 from ._problem import Problem
+from ._train_loop import AbstractMeasurement, train_and_measure
 
 _NOISE_FIELDS = ("trace_d", "trace_hd", "trace_hd_stderr", "ratio", "ratio_stderr", "overlap", "slope", "noise_scale")
 
@@ -86,52 +86,49 @@ class History(eqx.Module):
         return out
 
 
-@eqx.filter_jit
-def _track_jit(dyn, theta0, key, n_records: int, every: int, k: int, n_probes: int, chunk_size, max_iter: int,
-               tol: float, with_noise: bool, start: int, size: int):
-    problem = dyn.problem
-    dtype = theta0.dtype
-    k_train, k_meas, k_init = jr.split(key, 3)
-    dt = jnp.asarray(dyn.natural_dt(), dtype)
-    nan = jnp.full((), jnp.nan, dtype)
+class _Curvature(AbstractMeasurement):
+    """The measurements of :func:`track` at one record: loss, ``‖∇L‖²``, the top-``k``
+    Hessian eigenpairs by converged Lanczos (warm-started from the previous record's
+    vectors), Hutchinson ``Tr H`` and, ``with_noise``, the alignment diagnostics (the top-``k``
+    of ``D`` warm-started too). The carry is ``(Hessian vectors, noise vectors)``."""
 
-    def measure(theta, s, v_h, v_d):
-        op = CurvatureOperator(problem=problem, theta=theta, curvature=Hessian(), start=start, size=size)
-        key_s = jr.fold_in(k_meas, s)
+    k: int = eqx.field(static=True)
+    n_probes: int = eqx.field(static=True)
+    chunk_size: int | None = eqx.field(static=True)
+    max_iter: int = eqx.field(static=True)
+    tol: float = eqx.field(static=True)
+    with_noise: bool = eqx.field(static=True)
+    start: int = eqx.field(static=True)
+    size: int = eqx.field(static=True)
+
+    def init(self, theta0, key):
+        v0 = jr.normal(key, (self.k, self.size), theta0.dtype)
+        return v0, v0
+
+    def __call__(self, problem, theta, key, carry):
+        v_h, v_d = carry
+        dtype, k = theta.dtype, self.k
+        nan = jnp.full((), jnp.nan, dtype)
+        op = CurvatureOperator(problem=problem, theta=theta, curvature=Hessian(), start=self.start, size=self.size)
         row = {"loss": problem.loss(theta)}
-        if with_noise:
-            al, v_h, v_d, iters = _measure(op, key_s, k, n_probes, chunk_size, max_iter, tol, v_h, v_d)
+        if self.with_noise:
+            al, v_h, v_d, iters = _measure(op, key, k, self.n_probes, self.chunk_size, self.max_iter, self.tol,
+                                           v_h, v_d)
             row.update({f: getattr(al, f) for f in _NOISE_FIELDS})
             row.update(sharpness=al.hessian_values, trace_h=al.trace_h, trace_h_stderr=al.trace_h_stderr,
                        noise_values=al.noise_values, noise_along_hessian=al.noise_along_hessian,
                        grad_norm_sq=al.grad_norm_sq)
         else:
-            k_e, k_t = jr.split(key_s)
-            eig = _eigs_jit(op, k, k_e, "largest", max_iter, tol, v_h)
-            tr = Hutchinson().estimate(op, k_t, n_probes)
+            k_e, k_t = jr.split(key)
+            eig = _eigs_jit(op, k, k_e, "largest", self.max_iter, self.tol, v_h)
+            tr = Hutchinson().estimate(op, k_t, self.n_probes)
             v_h, iters = eig.vectors, eig.n_iter
             row.update({f: nan for f in _NOISE_FIELDS})
             row.update(sharpness=eig.values, trace_h=tr.value, trace_h_stderr=tr.stderr,
                        grad_norm_sq=jnp.sum(op.restrict(jax.grad(problem.loss)(theta)) ** 2),
                        noise_values=jnp.full((k,), jnp.nan, dtype), noise_along_hessian=jnp.full((k,), jnp.nan, dtype))
         row["lanczos_iters"] = iters
-        return row, v_h, v_d
-
-    def record(carry, s):
-        state, v_h, v_d = carry
-
-        def body(i, state):
-            j = (s - 1) * every + i
-            return dyn.step(state, j * dt, dt, jr.fold_in(k_train, j))
-
-        state = jax.lax.fori_loop(0, jnp.where(s > 0, every, 0), body, state)
-        row, v_h, v_d = measure(dyn.position(state), s, v_h, v_d)
-        return (state, v_h, v_d), row
-
-    v0 = jr.normal(k_init, (k, size), dtype)
-    (state, _, _), rows = jax.lax.scan(record, (dyn.init(theta0), v0, v0), jnp.arange(n_records))
-    rows["step"] = jnp.arange(n_records) * every
-    return History(final=dyn.position(state), **rows)
+        return row, (v_h, v_d)
 
 
 def track(problem: Problem, optimizer, theta0, *, key: PRNGKeyArray, n_steps: int, every: int,
@@ -140,12 +137,16 @@ def track(problem: Problem, optimizer, theta0, *, key: PRNGKeyArray, n_steps: in
           max_iter: int | None = None) -> History:
     """Train with an optax optimizer and record curvature and noise every ``every`` steps.
 
-    One jitted ``lax.scan`` over records, each running ``every`` optimizer steps
-    (:class:`~sde_opt.OptaxDynamics`: mini-batches of ``batch_size``, full batch when
-    ``None``) and then measuring at the current parameters: loss, ``‖∇L‖²``, the top-``k``
-    Hessian eigenvalues by warm-started Lanczos, Hutchinson ``Tr H`` with ``n_probes``
-    probes and, for finite sums (``noise=None`` means "when the problem has data"), the
-    alignment diagnostics of :func:`~sde_opt.curvature.alignment`.
+    One jitted ``lax.scan`` over records (the loop of :func:`sde_opt.stability.train_with_sharpness`
+    too), each running ``every`` optimizer steps (:class:`~sde_opt.OptaxDynamics`:
+    mini-batches of ``batch_size``, full batch when ``None``; step ``j`` draws from
+    ``fold_in(fold_in(key, 0), j)``, so ``history.final`` is the final point of path 0 of
+    ``so.simulate(so.OptaxDynamics(problem, optimizer, batch_size, replacement), theta0,
+    key=key, n_paths=1, n_steps=n_steps)``) and then measuring at the current parameters:
+    loss, ``‖∇L‖²``, the top-``k`` Hessian eigenvalues by warm-started Lanczos (converged
+    mode of :func:`~sde_opt.curvature.eigs`), Hutchinson ``Tr H`` with ``n_probes`` probes and, for
+    finite sums (``noise=None`` means "when the problem has data"), the alignment
+    diagnostics of :func:`~sde_opt.curvature.alignment`.
 
     Args:
         problem: the objective.
@@ -175,7 +176,7 @@ def track(problem: Problem, optimizer, theta0, *, key: PRNGKeyArray, n_steps: in
     theta0 = op.theta
     n_steps = positive_int("n_steps", n_steps)
     every = positive_int("every", every, upper=n_steps, upper_name="n_steps")
-    k = _check_k(k, op.dim)
+    k = n_eigenpairs(k, op.dim)
     n_probes = positive_int("n_probes", n_probes)
     if n_probes < 2:
         raise ValueError(f"n_probes must be >= 2 for a standard error of Tr H, got {n_probes}.")
@@ -189,8 +190,10 @@ def track(problem: Problem, optimizer, theta0, *, key: PRNGKeyArray, n_steps: in
     max_iter = resolve_max_iter(max_iter, k, op.dim)
     dyn = OptaxDynamics(problem, optimizer, batch_size, replacement)
     n_records = n_steps // every + 1
-    return _track_jit(dyn, theta0, key, n_records, every, k, n_probes, chunk_size, max_iter,
-                      _default_tol(theta0.dtype), with_noise, op.start, op.size)
+    measurement = _Curvature(k, n_probes, chunk_size, max_iter, _default_tol(theta0.dtype), with_noise,
+                             op.start, op.size)
+    final, rows = train_and_measure(dyn, theta0, key, measurement, n_records, every)
+    return History(step=jnp.arange(n_records) * every, final=final, **rows)
 
 
 def plot_history(history: History, axes=None, *, label: str | None = None, color=None):

@@ -109,6 +109,33 @@ def test_warm_start_on_the_second_eigenvector_still_finds_the_first():
         assert int(res.n_iter) >= 20
 
 
+def test_fixed_step_lanczos_matches_eigh_on_a_dense_matrix(getkey):
+    """The fixed-step mode runs exactly max_iter steps with no test: with the full Krylov
+    space (max_iter = d) its Ritz values are the eigenvalues; with fewer steps on a spectrum
+    with a gap it still gets the top ones to float64 precision, and its residuals say so."""
+    d = 60
+    lam = np.concatenate([[10.0, 8.0, 6.0], np.linspace(-1.0, 1.0, d - 3)])
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(d, d)))
+    m = (q * lam) @ q.T
+    want, vecs = np.linalg.eigh(m)
+    op = so.curvature.MatrixOperator(jnp.asarray(m))
+    full = so.curvature.eigs(op, 5, key=getkey(), max_iter=d, fixed_steps=True)
+    assert int(full.n_iter) == d and bool(full.converged)
+    np.testing.assert_allclose(full.values, want[::-1][:5], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.abs(np.sum(full.vectors * vecs[:, ::-1][:, :5].T, axis=1)), 1.0, atol=1e-10)
+    for which, ref in (("largest", want[::-1][:3]), ("smallest", want[:1])):
+        short = so.curvature.eigs(op, len(ref), key=getkey(), max_iter=40, fixed_steps=True, which=which)
+        assert int(short.n_iter) == 40
+        np.testing.assert_allclose(short.values, ref, rtol=1e-10, atol=1e-10)
+    # the converged mode stops as soon as the residual test passes (here before 40 steps)
+    conv = so.curvature.eigs(op, 3, key=getkey(), max_iter=40)
+    np.testing.assert_allclose(conv.values, want[::-1][:3], rtol=1e-8)
+    assert int(conv.n_iter) < 40
+    # jittable with the operator and key traced, no recompilation across keys
+    f = jax.jit(lambda o, k: so.curvature.eigs(o, 1, key=k, max_iter=30, fixed_steps=True).values)
+    np.testing.assert_allclose(f(op, jr.key(3)), want[-1:], rtol=1e-10)
+
+
 def trace_zscores(prob, p, exact, estimator, n_seeds=24, n_probes=60):
     keys = jr.split(jr.key(7), n_seeds)
     tr = jax.vmap(lambda k: so.hessian_trace(prob, p, key=k, n_probes=n_probes, estimator=estimator))(keys)

@@ -110,6 +110,20 @@ def test_xie_formula_limits():
         so.theory.xie_escape_time(dl, 1.0, -1.0, lr, b, s=2.0)
 
 
+def test_fit_log_slope_on_exact_data_and_its_standard_error():
+    """On exact log τ = a + b x the fit returns b; its standard error is the weighted
+    least-squares one from the interval half-widths (σ = (log high − log low)/(2·1.96))."""
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    tau = np.exp(0.5 + 1.5 * x)
+    s = np.array([0.1, 0.2, 0.1, 0.3])
+    low, high = tau * np.exp(-1.96 * s), tau * np.exp(1.96 * s)
+    slope, se = so.experiments.fit_log_slope(x, tau, low, high)
+    assert slope == pytest.approx(1.5, rel=1e-12)
+    w = 1 / s**2
+    want = np.sqrt(np.sum(w) / (np.sum(w) * np.sum(w * x**2) - np.sum(w * x) ** 2))
+    assert se == pytest.approx(want, rel=1e-10)
+
+
 def test_escape_vs_sharpness_shows_exponential_preference_only_for_hessian_noise():
     """Small version of the headline: with D = H(θ*) the slope of log τ in 1/λ is about
     2BΔL/lr = 5 plus the prefactor's (log τ ∋ −log λ, slope ≈ λ ≈ 1.8 here); with isotropic

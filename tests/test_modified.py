@@ -81,8 +81,8 @@ def test_flow_error_results_round_trip(tmp_path):
     from result_helpers import round_trip
 
     prob = so.landscapes.x_plus_sin()
-    round_trip(tmp_path, so.experiments.gd_modified_flow_errors(prob, jnp.array([2.5]), [0.1, 0.05], t1=1.0, steps=64),
+    round_trip(tmp_path, so.experiments.gd_modified_flow_errors(prob, jnp.array([2.5]), [0.1, 0.05], t1=1.0),
                "gd")
     data = so.problems.linear_regression(key=jr.key(0), n_examples=8, dim=2, noise_std=0.5)
     round_trip(tmp_path, so.experiments.sgd_modified_flow_errors(data, jnp.zeros(2), [0.1, 0.05], 2, 0.4, key=jr.key(1),
-                                                                 n_paths=20, steps=64), "sgd")
+                                                                 n_paths=20), "sgd")

@@ -50,6 +50,15 @@ def test_track_minibatch_mlp(run):
     assert np.mean(hist.lanczos_iters[1:]) < hist.lanczos_iters[0]
 
 
+def test_track_trains_path_zero_of_the_engine(run):
+    """The loop's training steps are path 0 of so.simulate with the same key (the engine's
+    key scheme), so the final parameters are the engine's."""
+    prob, hist = run
+    ens = so.simulate(so.OptaxDynamics(prob, OPT, 8), prob.theta0, key=jr.key(2), n_paths=1, n_steps=60)
+    np.testing.assert_allclose(hist.final, ens.ys[0, -1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hist.loss[-1], prob.loss(ens.ys[0, -1]), rtol=1e-10)
+
+
 def test_track_compiles_once_and_saves(run, tmp_path):
     prob, hist = run
     theta, key = prob.theta0 + 0.01, jr.key(4)
