@@ -99,8 +99,16 @@ class Problem(eqx.Module):
     and the curvature (``∇²L``, Gauss–Newton, Fisher) and noise (``D = (1/N) Σ ∇fᵢ∇fᵢᵀ −
     ∇L∇Lᵀ``) statements hold for the evaluation-mode network. Training-mode batch
     statistics (the mini-batch's own) make ``f`` depend on the whole batch, so that network is
-    not a finite sum over examples: not supported yet. Dropout likewise needs explicit
-    keys and is not supported yet; use the deterministic (evaluation) network.
+    not a finite sum over examples. For the discrete optimizers (``SGD``, ``OptaxDynamics``
+    and everything that calls ``batch_grad``) pass ``batch_loss_fn(model, batch) -> scalar``,
+    the mean loss of a mini-batch in training mode (e.g. linen
+    ``model.apply(variables, batch["x"], train=True, mutable=["batch_stats"])``, the
+    updates discarded): ``batch_grad`` then differentiates it on the whole batch (no
+    chunking: the batch statistics need all of it), so SGD steps with the batch's own
+    statistics, while the running statistics in ``problem.state`` stay fixed (they are not
+    updated along a path). Then ``E[g_B] ≠ ∇L`` in general, and the SDE's ``D/B`` describes
+    the evaluation-mode network only. Dropout with explicit keys is not supported yet; use
+    the deterministic (evaluation) network.
 
     **Chunks.** With ``chunk_size=c`` the loss, gradient, HVP, per-example losses and
     gradients, mini-batch gradients, the per-example VJP/JVP and the curvature and noise
@@ -133,11 +141,16 @@ class Problem(eqx.Module):
     state: Any = None
     chunk_size: int | None = eqx.field(static=True, default=None)
     _rebuild: Callable | None = eqx.field(static=True, default=None)
+    batch_loss_fn: Callable | None = eqx.field(static=True, default=None)
 
     def __init__(self, loss_fn: Callable, data=None, *, params=None, chunk_size: int | None = None, info=None,
-                 name: str = "problem"):
+                 name: str = "problem", batch_loss_fn: Callable | None = None):
         if not callable(loss_fn):
             raise ValueError(f"loss_fn must be callable, got {type(loss_fn).__name__}.")
+        if batch_loss_fn is not None and (not callable(batch_loss_fn) or data is None):
+            raise ValueError("batch_loss_fn must be a callable batch_loss_fn(model, batch) -> scalar on a problem "
+                             "with data; pass data=... or batch_loss_fn=None.")
+        self.batch_loss_fn = batch_loss_fn
         if data is not None:
             data = jax.tree_util.tree_map(jnp.asarray, data)
             _leading_size(data)
@@ -291,10 +304,13 @@ class Problem(eqx.Module):
                             self.data, self.chunk_size)
 
     def batch_grad(self, theta: Float[Array, " d"], idx) -> Float[Array, " d"]:
-        """Mini-batch gradient ``(1/B) Σ_{i∈idx} ∇fᵢ(θ)`` for integer indices ``idx`` (B,)."""
+        """Mini-batch gradient ``(1/B) Σ_{i∈idx} ∇fᵢ(θ)`` for integer indices ``idx`` (B,);
+        with ``batch_loss_fn``, ``∇ batch_loss_fn(model(θ), batch)`` (training mode)."""
         self._need_data("batch_grad")
         batch = jax.tree_util.tree_map(lambda x: x[idx], self.data)
         b = jnp.shape(idx)[0]
+        if self.batch_loss_fn is not None:  # training mode: the batch's own statistics
+            return jax.grad(lambda th: _scalar(self.batch_loss_fn(self._params(th), batch)))(theta)
         if self.chunk_size is not None and self.chunk_size < b:
             w = jnp.full((b,), 1.0 / b, dtype=theta.dtype)
             return sum_examples(lambda ch, wc: self._weighted_grad(theta, ch, wc), batch, w, self.chunk_size)

@@ -153,7 +153,13 @@ def _linen_problem(key, chunk_size=None):
     variables = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64),  # flax initialises in float32
                                        {"params": variables["params"], "batch_stats": stats})
     loss = lambda var, ex: 0.5 * (net.apply(var, ex["x"][None])[0, 0] - ex["y"]) ** 2  # noqa: E731
-    return so.Problem(loss, data, params=variables, chunk_size=chunk_size), net, variables
+
+    def batch_loss(var, batch):  # training mode: the batch's statistics, updates discarded
+        out, _ = net.apply(var, batch["x"], train=True, mutable=["batch_stats"])
+        return jnp.mean(0.5 * (out[:, 0] - batch["y"]) ** 2)
+
+    prob = so.Problem(loss, data, params=variables, chunk_size=chunk_size, batch_loss_fn=batch_loss)
+    return prob, net, variables
 
 
 def test_flax_linen_batchnorm_in_evaluation_mode(getkey):
@@ -170,6 +176,19 @@ def test_flax_linen_batchnorm_in_evaluation_mode(getkey):
     _close(prob.loss(th), direct(th), 1e-13)
     _close(prob.grad(th), jax.grad(direct)(th), 1e-12)
     _close(jax.jit(prob.grad)(th), prob.grad(th))
+    # discrete optimizers in training mode: batch statistics of the mini-batch
+    idx = jnp.array([0, 3, 3, 7, 12])
+    batch = jax.tree_util.tree_map(lambda a: a[idx], prob.data)
+
+    def train_loss(th):
+        out, _ = net.apply({"params": unravel(th), "batch_stats": variables["batch_stats"]}, batch["x"], train=True,
+                           mutable=["batch_stats"])
+        return jnp.mean(0.5 * (out[:, 0] - batch["y"]) ** 2)
+
+    _close(prob.batch_grad(th, idx), jax.grad(train_loss)(th), 1e-12)
+    assert np.max(np.abs(prob.batch_grad(th, idx) - jax.grad(lambda t: jnp.mean(prob.chunk_losses(t, batch)))(th))) > 1e-6
+    ens = so.simulate(so.SGD(prob, 0.1, 4), th, key=jr.key(0), n_paths=2, n_steps=3)
+    assert np.all(np.isfinite(ens.ys))
     chunked, _, _ = _linen_problem(key, chunk_size=5)
     v = jr.normal(getkey(), th.shape)
     _close(chunked.hvp(th, v), prob.hvp(th, v))
