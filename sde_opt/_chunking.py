@@ -11,6 +11,13 @@ padding. Two primitives cover every use in the package:
   the padding), accumulated in a ``lax.scan``, so a gradient or an HVP of a weighted sum is
   taken chunk by chunk (reverse mode through a whole-data scan would keep every chunk's
   activations).
+
+On the CPU backend a convolution inside a rolled loop (``scan``/``while``) runs about 30×
+slower than the same convolution outside one (measured on a 151k-parameter CNN, XLA CPU,
+JAX 0.10: one chunked gradient 5.7 s rolled, 0.15 s unrolled, 0.19 s unchunked), so on CPU
+the chunk loop is unrolled when it has at most ``_UNROLL_MAX_CHUNKS`` chunks (compile time
+grows with the unrolled length; past that, the loop stays rolled: prefer fewer, larger
+chunks for convolutional models on CPU).
 """
 
 from __future__ import annotations
@@ -19,6 +26,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+
+_UNROLL_MAX_CHUNKS = 16
+
+
+def _unroll(n_chunks: int) -> int:
+    return n_chunks if (n_chunks <= _UNROLL_MAX_CHUNKS and jax.default_backend() == "cpu") else 1
 
 
 def leading_size(tree) -> int:
@@ -49,7 +63,9 @@ def map_examples(fn, data, chunk_size: int | None):
     n = leading_size(data)
     if _unchunked(chunk_size, n):
         return jax.vmap(fn)(data)
-    out = jax.lax.map(jax.vmap(fn), split_chunks(data, n, chunk_size))
+    chunks = split_chunks(data, n, chunk_size)
+    n_chunks = jax.tree_util.tree_leaves(chunks)[0].shape[0]
+    out = jax.lax.scan(lambda _, ch: (None, jax.vmap(fn)(ch)), None, chunks, unroll=_unroll(n_chunks))[1]
     return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:])[:n], out)
 
 
@@ -72,4 +88,4 @@ def sum_examples(fn, data, weights, chunk_size: int | None):
         chunk, wc = xs
         return jax.tree_util.tree_map(jnp.add, acc, fn(chunk, wc)), None
 
-    return jax.lax.scan(body, init, (chunks, w))[0]
+    return jax.lax.scan(body, init, (chunks, w), unroll=_unroll(n_chunks))[0]

@@ -31,6 +31,7 @@ from ._curvature import (
     curvature_operator,
     eigs,
 )
+from ._chunking import _unroll, map_examples
 from ._problem import Problem
 
 # above these sizes noise_eigs streams (Lanczos on D·v) instead of forming the Gram matrix
@@ -57,7 +58,7 @@ def _scan_examples(problem: Problem, fn, init, chunk_size: int):
 
     data = jax.tree_util.tree_map(reshape, problem.data)
     mask = (jnp.arange(n_chunks * c) < n).reshape(n_chunks, c)
-    carry, _ = jax.lax.scan(lambda carry, xs: (fn(carry, *xs), None), init, (data, mask))
+    carry, _ = jax.lax.scan(lambda carry, xs: (fn(carry, *xs), None), init, (data, mask), unroll=_unroll(n_chunks))
     return carry
 
 
@@ -67,9 +68,7 @@ def per_example_grads(problem: Problem, to_full, u, chunk_size: int | None = Non
     g = _grad_fn(problem, to_full)
     f = lambda ex: g(u, ex)  # noqa: E731
     chunk_size = problem.chunk_size if chunk_size is None else chunk_size
-    if chunk_size is None or chunk_size >= problem.n_examples:
-        return jax.vmap(f)(problem.data)
-    return jax.lax.map(f, problem.data, batch_size=chunk_size)
+    return map_examples(f, problem.data, chunk_size)
 
 
 class NoiseCovariance(AbstractCurvature):
