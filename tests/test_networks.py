@@ -221,3 +221,26 @@ def test_flax_nnx_module(getkey):
     _close(prob.loss(prob.theta0), direct, 1e-13)
     chunked = so.Problem(loss, data, params=net, chunk_size=4)
     _close(jax.jit(chunked.grad)(prob.theta0), prob.grad(prob.theta0))
+
+
+# ----------------------------------------------------------------------------- analyses
+def test_equinox_mlp_through_the_analyses(getkey):
+    """A chunked Equinox MLP through the curvature, noise and engine entry points (smoke
+    test with small sizes; the values are checked against the unchunked problem where cheap)."""
+    optax = pytest.importorskip("optax")
+    key = getkey()
+    prob, full = _mlp_problem(key, chunk_size=5), _mlp_problem(key)
+    th = prob.theta0
+    tr = so.hessian_trace(prob, th, key=jr.key(0), n_probes=8)
+    _close(tr.value, so.hessian_trace(full, th, key=jr.key(0), n_probes=8).value, 1e-9)
+    dens = so.curvature.hessian_density(prob, th, key=jr.key(0), n_probes=2, n_iter=10)
+    assert np.all(np.isfinite(np.asarray(dens.nodes)))
+    al = so.curvature.alignment(prob, th, key=jr.key(0), k=2, n_probes=4)
+    _close(al.trace_d, so.curvature.alignment(full, th, key=jr.key(0), k=2, n_probes=4).trace_d, 1e-9)
+    ens = so.simulate(so.OptaxDynamics(prob, optax.sgd(0.1), 4), th, key=jr.key(1), n_paths=2, n_steps=3)
+    assert np.all(np.isfinite(ens.ys))
+    dyn = so.SGDSDE(prob, 0.1, 4, so.MinibatchNoise())
+    ex = so.first_exit(dyn, th, lambda t: jnp.linalg.norm(t - th) > 0.05, key=jr.key(2), n_paths=4, max_steps=20)
+    assert ex.times.shape == (4,)
+    rad = so.stability_radius(dyn, th, key=jr.key(3), delta=0.5, n_steps=5, n_paths=8)
+    assert np.isfinite(float(rad.radius))
