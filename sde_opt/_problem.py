@@ -130,6 +130,27 @@ class Problem(eqx.Module):
         ...                data={"x": jnp.ones((4, 2)), "y": jnp.zeros(4)}, chunk_size=3)
         >>> p.per_example_grads(jnp.ones(2)).shape
         (4, 2)
+
+        An Equinox module as it is written (its activation stays static):
+
+        >>> import equinox as eqx, jax, jax.random as jr
+        >>> mlp = eqx.nn.MLP(2, 1, 8, 1, key=jr.key(0))
+        >>> data = {"x": jnp.ones((4, 2)), "y": jnp.zeros(4)}
+        >>> prob = so.Problem(lambda m, ex: (m(ex["x"])[0] - ex["y"]) ** 2, data, params=mlp)
+        >>> jax.jit(prob.grad)(prob.theta0).shape
+        (33,)
+
+        Flax linen with BatchNorm (evaluation mode for the finite sum, training mode for SGD)::
+
+            variables = net.init(key, x[:1])        # {"params": ..., "batch_stats": ...}
+            loss = lambda v, ex: xent(net.apply(v, ex["x"][None], train=False)[0], ex["y"])
+            def batch_loss(v, batch):
+                out, _ = net.apply(v, batch["x"], train=True, mutable=["batch_stats"])
+                return jnp.mean(jax.vmap(xent)(out, batch["y"]))
+            prob = so.Problem(loss, data, params=variables, chunk_size=256, batch_loss_fn=batch_loss)
+
+        Flax nnx: ``model.eval()``, then ``so.Problem(lambda m, ex: ..., data, params=model)``;
+        ``loss_fn`` receives the merged module.
     """
 
     loss_fn: Callable = eqx.field(static=True)
