@@ -317,3 +317,17 @@ def test_lanczos_sqrt_hessian_draw_converges_to_dense():
         so.HessianNoise(method="krylov")
     with pytest.raises(ValueError, match="n_steps"):
         so.HessianNoise(method="lanczos", n_steps=0)
+
+
+def test_lanczos_hessian_draw_covariance_through_sgdsde():
+    """SGDSDE with HessianNoise(method="lanczos", n_steps=d): one step of 10,000 paths has
+    increment covariance lr²·scale·H₊/B, every entry within 5 SE."""
+    prob = _tiny_mlp(jr.key(8), chunk_size=5)
+    theta = prob.theta0 + 0.5 * jr.normal(jr.key(9), prob.theta0.shape)
+    lr, b = 0.1, 2
+    noise = so.HessianNoise(2.0, method="lanczos", n_steps=prob.dim)
+    ens = so.simulate(so.SGDSDE(prob, lr, b, noise), theta, key=jr.key(10), n_paths=10_000, n_steps=1)
+    delta = (ens.ys[:, 1] - theta + lr * prob.grad(theta)) / lr
+    cov, se = cov_and_se(delta)
+    want = so.HessianNoise(2.0).covariance(prob, theta) / b
+    assert np.all(np.abs(cov - want) <= 5 * se), np.max(np.abs(cov - want) / se)
