@@ -338,6 +338,23 @@ class Problem(eqx.Module):
         f = lambda th: jnp.mean(jax.vmap(self.example_loss, in_axes=(None, 0))(th, batch))
         return jax.grad(f)(theta)
 
+    def subset(self, idx) -> Problem:
+        """The same problem on the examples ``idx`` (integer indices): a fixed sub-sample for
+        sub-sampled curvature and noise estimates (``L_S = (1/|S|) Σ_{i∈S} fᵢ``); model,
+        state and ``chunk_size`` are kept."""
+        self._need_data("subset")
+        idx = jnp.asarray(idx)
+        if idx.ndim != 1 or not jnp.issubdtype(idx.dtype, jnp.integer) or idx.shape[0] == 0:
+            raise ValueError(f"idx must be a non-empty vector of integer indices, got shape {idx.shape}, dtype {idx.dtype}.")
+        return eqx.tree_at(lambda p: p.data, self, jax.tree_util.tree_map(lambda x: x[idx], self.data))
+
+    def subsample(self, n: int, *, key) -> Problem:
+        """:meth:`subset` on ``n`` distinct examples drawn uniformly with ``key``."""
+        self._need_data("subsample")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= self.n_examples:
+            raise ValueError(f"n must be an integer in [1, n_examples={self.n_examples}], got {n!r}.")
+        return self.subset(jax.random.choice(key, self.n_examples, (int(n),), replace=False))
+
     def _need_data(self, what: str):
         if self.data is None:
             raise ValueError(

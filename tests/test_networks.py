@@ -244,3 +244,17 @@ def test_equinox_mlp_through_the_analyses(getkey):
     assert ex.times.shape == (4,)
     rad = so.stability_radius(dyn, th, key=jr.key(3), delta=0.5, n_steps=5, n_paths=8)
     assert np.isfinite(float(rad.radius))
+
+
+def test_subset_and_subsample(getkey):
+    prob = _mlp_problem(getkey(), chunk_size=4)
+    th = prob.theta0
+    idx = jnp.array([1, 5, 6, 11, 12])
+    sub = prob.subset(idx)
+    assert sub.n_examples == 5 and sub.chunk_size == 4
+    _close(sub.loss(th), jnp.mean(prob.per_example_losses(th)[idx]))
+    _close(sub.grad(th), jnp.mean(prob.per_example_grads(th)[idx], axis=0))
+    s2 = prob.subsample(7, key=jr.key(0))
+    assert s2.n_examples == 7
+    with pytest.raises(ValueError, match="n must be an integer"):
+        prob.subsample(14, key=jr.key(0))
