@@ -144,6 +144,16 @@ class Hessian(AbstractCurvature):
     needs_data: ClassVar[bool] = False
 
     def linearise(self, problem, to_full, u):
+        if problem.chunk_size is not None:  # chunk by chunk: memory set by the chunk, not N
+
+            def mv_chunked(v):
+                def chunk_hvp(chunk, w):
+                    g = jax.grad(lambda x: jnp.vdot(w.astype(x.dtype), problem.chunk_losses(to_full(x), chunk)))
+                    return jax.jvp(g, (u,), (v,))[1]
+
+                return problem.stream(chunk_hvp)
+
+            return mv_chunked
         return jax.linearize(jax.grad(lambda w: problem.loss(to_full(w))), u)[1]
 
 
@@ -151,13 +161,28 @@ def _example_losses(problem: Problem, to_full: Callable):
     return lambda w: jax.vmap(problem.example_loss, in_axes=(None, 0))(to_full(w), problem.data)
 
 
+def _chunked_jtj(problem: Problem, to_full: Callable, u, v):
+    """``(1/N) Jᵀ(J v)`` streamed over the problem's chunks (one JVP and one VJP a chunk)."""
+
+    def chunk_mv(chunk, w):
+        f = lambda x: problem.chunk_losses(to_full(x), chunk)  # noqa: E731
+        s, f_vjp = jax.vjp(f, u)
+        s = jax.jvp(f, (u,), (v,))[1]
+        return f_vjp(w.astype(s.dtype) * s)[0]
+
+    return problem.stream(chunk_mv)
+
+
 class EmpiricalFisher(AbstractCurvature):
     """The empirical Fisher ``(1/N) Σ ∇fᵢ∇fᵢᵀ`` (uncentred), as ``Jᵀ(J v)/N`` with ``J`` the
-    Jacobian of the per-example losses: one linearisation, never an ``N × d`` matrix."""
+    Jacobian of the per-example losses: one linearisation, never an ``N × d`` matrix
+    (streamed over the problem's chunks when it has a ``chunk_size``)."""
 
     needs_data: ClassVar[bool] = True
 
     def linearise(self, problem, to_full, u):
+        if problem.chunk_size is not None:
+            return lambda v: _chunked_jtj(problem, to_full, u, v)
         _, f_jvp = jax.linearize(_example_losses(problem, to_full), u)
         f_vjp = jax.linear_transpose(f_jvp, u)
 
@@ -173,28 +198,44 @@ class GaussNewton(AbstractCurvature):
     ``fᵢ(θ) = output_loss(model_fn(params, exampleᵢ), exampleᵢ)`` (Schraudolph 2002).
 
     ``model_fn(params, example) -> z`` (outputs, e.g. logits) and
-    ``output_loss(z, example) -> scalar``; ``params`` is the problem's pytree. Each product
-    is one ``jvp`` and one ``vjp`` through the model and an output-space HVP.
+    ``output_loss(z, example) -> scalar``; ``params`` is what the problem's ``loss_fn``
+    receives (``problem.model(θ)``). Each product is one ``jvp`` and one ``vjp`` through the
+    model and an output-space HVP (chunk by chunk when the problem has a ``chunk_size``).
     """
 
     model_fn: Callable = eqx.field(static=True)
     output_loss: Callable = eqx.field(static=True)
     needs_data: ClassVar[bool] = True
 
-    def linearise(self, problem, to_full, u):
-        def outputs(w):
-            params = problem._params(to_full(w))
-            return jax.vmap(self.model_fn, in_axes=(None, 0))(params, problem.data)
+    def _out_hvp(self, z_i, jv_i, ex):
+        return jax.jvp(jax.grad(lambda zz: self.output_loss(zz, ex)), (z_i,), (jv_i,))[1]
 
-        z, f_jvp = jax.linearize(outputs, u)
+    def linearise(self, problem, to_full, u):
+        def outputs_of(chunk):
+            return lambda w: jax.vmap(self.model_fn, in_axes=(None, 0))(problem._params(to_full(w)), chunk)
+
+        if problem.chunk_size is not None:
+
+            def mv_chunked(v):
+                def chunk_mv(chunk, wt):
+                    f = outputs_of(chunk)
+                    z, f_vjp = jax.vjp(f, u)
+                    jv = jax.jvp(f, (u,), (v,))[1]
+                    hjv = jax.vmap(self._out_hvp)(z, jv, chunk)
+                    scaled = jax.tree_util.tree_map(
+                        lambda a: a * wt.astype(a.dtype).reshape((-1,) + (1,) * (a.ndim - 1)), hjv)
+                    return f_vjp(scaled)[0]
+
+                return problem.stream(chunk_mv)
+
+            return mv_chunked
+
+        z, f_jvp = jax.linearize(outputs_of(problem.data), u)
         f_vjp = jax.linear_transpose(f_jvp, u)
         n = jax.tree_util.tree_leaves(z)[0].shape[0]
 
-        def out_hvp(z_i, jv_i, ex):
-            return jax.jvp(jax.grad(lambda zz: self.output_loss(zz, ex)), (z_i,), (jv_i,))[1]
-
         def mv(v):
-            hjv = jax.vmap(out_hvp)(z, f_jvp(v), problem.data)
+            hjv = jax.vmap(self._out_hvp)(z, f_jvp(v), problem.data)
             return f_vjp(jax.tree_util.tree_map(lambda a: a / n, hjv))[0]
 
         return mv

@@ -13,6 +13,7 @@ import abc
 
 import equinox as eqx
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float
 
@@ -160,18 +161,66 @@ class ConstantNoise(AbstractNoise):
         return self._factor.astype(z.dtype) @ z
 
 
+def _lanczos_tridiagonal(mv, q0, n_steps: int):
+    """``(alpha, beta, Q)`` of ``n_steps`` Lanczos steps from the unit vector ``q0``: the
+    tridiagonal ``T`` (``alpha`` on the diagonal, ``beta[:-1]`` off it) and the basis ``Q``
+    (rows). The one place this module calls the package's Lanczos, so that it is easy to
+    repoint (fixed number of steps, full reorthogonalisation)."""
+    from ._curvature import _lanczos
+
+    alpha, beta, Q, _, _ = _lanczos(mv, q0, jr.key(0), n_steps)
+    return alpha, beta, Q
+
+
+def krylov_sqrt(mv, z: Float[Array, " d"], n_steps: int) -> Float[Array, " d"]:
+    r"""``√M₊ z`` for a symmetric ``M`` given by products ``mv(v) = M v``, by the Lanczos
+    (Krylov) approximation ``f(M) z ≈ ‖z‖ Q_k f(T_k) e₁`` with ``f(x) = √max(x, 0)``
+    (Saad 1992; Higham 2008, §13.2).
+
+    ``Q_k`` (``d × k``) and ``T_k`` are ``k = n_steps`` steps of Lanczos from ``z/‖z‖``. The
+    result is exact when the Krylov space ``span{z, Mz, …, M^{k−1}z}`` is invariant (``k = d``,
+    or ``M`` with ``≤ k`` distinct eigenvalues seen by ``z``); otherwise the truncation error
+    is at most twice ``‖z‖`` times the best uniform approximation of ``f`` by a polynomial of
+    degree ``k − 1`` on the spectrum, which for the square root (not smooth at 0) decays like
+    ``√λmax / k``: converge ``k`` on your problem. Cost: ``k`` products, a ``k × d`` basis.
+    """
+    d = z.shape[0]
+    k = max(1, min(int(n_steps), d))
+    nz = jnp.linalg.norm(z)
+    q0 = z / jnp.where(nz > 0, nz, 1.0)
+    alpha, beta, Q = _lanczos_tridiagonal(mv, q0, k)
+    t = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
+    lam, vec = jnp.linalg.eigh(t)
+    f_e1 = vec @ (jnp.sqrt(jnp.clip(lam, 0.0)) * vec[0])
+    return nz * (Q.T @ f_e1)
+
+
 class HessianNoise(AbstractNoise):
-    """``D = scale · ∇²L(θ)₊``, the PSD part of the Hessian (negative eigenvalues clipped).
+    r"""``D = scale · ∇²L(θ)₊``, the PSD part of the Hessian (negative eigenvalues clipped).
 
     Near a minimum of a negative log-likelihood the mini-batch noise covariance is close to
-    the Hessian (Zhu et al. 2019; Xie, Sato & Sugiyama 2021). The Hessian is formed densely
-    from ``d`` HVPs, so this model is for small and medium ``d``.
+    the Hessian (Zhu et al. 2019; Xie, Sato & Sugiyama 2021).
+
+    ``method="dense"`` (default): the Hessian is formed from ``d`` HVPs and factored
+    exactly (small and medium ``d``). ``method="lanczos"``: a draw ``√(scale·H₊) z`` is the
+    Krylov approximation of :func:`krylov_sqrt` with ``n_steps`` Lanczos steps on HVPs
+    (``n_steps`` HVPs per draw, O(``n_steps · d``) memory; network scale). It truncates the
+    spectrum seen from ``z`` to ``n_steps`` Ritz values, so the draw's covariance is
+    ``H₊`` only as ``n_steps → d``; check convergence in ``n_steps``. ``covariance`` and
+    ``factor`` are always dense.
     """
 
     scale: Float[Array, ""]
+    method: str = eqx.field(static=True, default="dense")
+    n_steps: int = eqx.field(static=True, default=32)
 
-    def __init__(self, scale=1.0):
+    def __init__(self, scale=1.0, *, method: str = "dense", n_steps: int = 32):
         self.scale = nonnegative("scale", scale, finite=True)
+        if method not in ("dense", "lanczos"):
+            raise ValueError(f"method must be 'dense' (exact factor) or 'lanczos' (Krylov √H z), got {method!r}.")
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive integer (Lanczos steps per draw), got {n_steps!r}.")
+        self.method, self.n_steps = method, int(n_steps)
 
     def covariance(self, problem, theta):
         g = self.factor(problem, theta)
@@ -184,16 +233,22 @@ class HessianNoise(AbstractNoise):
         return dim
 
     def apply_factor(self, problem, theta, z):
-        return self.factor(problem, theta) @ z
+        if self.method == "dense":
+            return self.factor(problem, theta) @ z
+        return jnp.sqrt(self.scale).astype(z.dtype) * krylov_sqrt(lambda v: problem.hvp(theta, v), z, self.n_steps)
 
 
 class MinibatchNoise(AbstractNoise):
     """Exact mini-batch noise of a finite sum:
     ``D(θ) = (1/N) Σ ∇fᵢ∇fᵢᵀ − ∇L∇Lᵀ``.
 
-    The factor is the centred per-example gradient matrix ``Gcᵀ/√N`` (``d × N``); a draw
-    is ``Gcᵀ z/√N`` with ``N`` normals, never a ``d × d`` matrix. Dynamics apply the batch
-    factor ``1/B`` (and ``(N−B)/(N−1)`` without replacement) on top.
+    The factor is the centred per-example gradient matrix ``Gcᵀ/√N`` (``d × N``). A draw
+    ``Gcᵀ z/√N`` with ``N`` normals never forms it: ``Gcᵀz = Σᵢ zᵢ∇fᵢ − (Σᵢzᵢ)∇L = Jᵀ(z − z̄)``
+    is one vector–Jacobian product of the per-example losses with the centred cotangent
+    ``z − z̄`` (:meth:`Problem.per_example_vjp`): about one gradient, O(d) memory, streamed
+    in the problem's chunks. ``covariance`` and ``factor`` form the matrices (small
+    problems). Dynamics apply the batch factor ``1/B`` (and ``(N−B)/(N−1)`` without
+    replacement) on top.
     """
 
     def check(self, problem, dim):
@@ -216,13 +271,15 @@ class MinibatchNoise(AbstractNoise):
         return problem.n_examples
 
     def apply_factor(self, problem, theta, z):
-        gc = self._centred(problem, theta)
-        return gc.T @ z / jnp.sqrt(gc.shape[0])
+        # Gcᵀz = Σᵢ zᵢ∇fᵢ − (Σᵢzᵢ)∇L = Jᵀ(z − z̄): one VJP with a centred cotangent
+        n = problem.n_examples
+        return problem.per_example_vjp(theta, z - jnp.mean(z)) / jnp.sqrt(n).astype(z.dtype)
 
 
 class EmpiricalFisherNoise(AbstractNoise):
     """The empirical Fisher ``F(θ) = (1/N) Σ ∇fᵢ∇fᵢᵀ`` (uncentred), the usual stand-in for
-    the noise of a log-likelihood loss. ``F = D + ∇L∇Lᵀ``; at a minimum they coincide."""
+    the noise of a log-likelihood loss. ``F = D + ∇L∇Lᵀ``; at a minimum they coincide.
+    A draw ``Jᵀz/√N`` is one VJP of the per-example losses (no ``N × d`` matrix)."""
 
     def check(self, problem, dim):
         problem._need_data("EmpiricalFisherNoise")
@@ -240,8 +297,7 @@ class EmpiricalFisherNoise(AbstractNoise):
         return problem.n_examples
 
     def apply_factor(self, problem, theta, z):
-        g = problem.per_example_grads(theta)
-        return g.T @ z / jnp.sqrt(g.shape[0])
+        return problem.per_example_vjp(theta, z) / jnp.sqrt(problem.n_examples).astype(z.dtype)
 
 
 class ScaledNoise(AbstractNoise):
@@ -288,4 +344,5 @@ __all__ = [
     "ScaledNoise",
     "gradient_covariance",
     "batch_factor",
+    "krylov_sqrt",
 ]

@@ -30,6 +30,7 @@ from ._curvature import (
     curvature_operator,
     eigs,
 )
+from ._chunking import _unroll, map_examples
 from ._problem import Problem
 
 # above these sizes noise_eigs streams (Lanczos on D·v) instead of forming the Gram matrix
@@ -56,7 +57,7 @@ def _scan_examples(problem: Problem, fn, init, chunk_size: int):
 
     data = jax.tree_util.tree_map(reshape, problem.data)
     mask = (jnp.arange(n_chunks * c) < n).reshape(n_chunks, c)
-    carry, _ = jax.lax.scan(lambda carry, xs: (fn(carry, *xs), None), init, (data, mask))
+    carry, _ = jax.lax.scan(lambda carry, xs: (fn(carry, *xs), None), init, (data, mask), unroll=_unroll(n_chunks))
     return carry
 
 
@@ -65,9 +66,8 @@ def per_example_grads(problem: Problem, to_full, u, chunk_size: int | None = Non
     ``vmap(grad)``, ``chunk_size`` examples at a time (bounds the activation memory)."""
     g = _grad_fn(problem, to_full)
     f = lambda ex: g(u, ex)  # noqa: E731
-    if chunk_size is None or chunk_size >= problem.n_examples:
-        return jax.vmap(f)(problem.data)
-    return jax.lax.map(f, problem.data, batch_size=chunk_size)
+    chunk_size = problem.chunk_size if chunk_size is None else chunk_size
+    return map_examples(f, problem.data, chunk_size)
 
 
 class NoiseCovariance(AbstractCurvature):
@@ -76,7 +76,8 @@ class NoiseCovariance(AbstractCurvature):
 
     ``D v = (1/N) Σ ∇fᵢ (sᵢ − s̄)`` with ``sᵢ = ∇fᵢ·v``: one linearisation of the
     per-example losses and its transpose. With ``chunk_size`` the examples are streamed
-    in chunks of that many (one ``chunk × m`` block of gradients at a time).
+    in chunks of that many (one ``chunk × m`` block of gradients at a time); ``None`` takes
+    the problem's own ``chunk_size``.
     """
 
     chunk_size: int | None = eqx.field(static=True, default=None)
@@ -84,7 +85,8 @@ class NoiseCovariance(AbstractCurvature):
 
     def linearise(self, problem, to_full, u):
         n = problem.n_examples
-        if self.chunk_size is None or self.chunk_size >= n:
+        chunk_size = problem.chunk_size if self.chunk_size is None else self.chunk_size
+        if chunk_size is None or chunk_size >= n:
             f = lambda w: jax.vmap(problem.example_loss, in_axes=(None, 0))(to_full(w), problem.data)  # noqa: E731
             _, f_jvp = jax.linearize(f, u)
             f_vjp = jax.linear_transpose(f_jvp, u)
@@ -103,7 +105,7 @@ class NoiseCovariance(AbstractCurvature):
                 return acc_gs + gc.T @ (gc @ v), acc_g + jnp.sum(gc, axis=0)
 
             zero = jnp.zeros_like(u)
-            acc_gs, acc_g = _scan_examples(problem, step, (zero, zero), self.chunk_size)
+            acc_gs, acc_g = _scan_examples(problem, step, (zero, zero), chunk_size)
             gbar = acc_g / n
             return acc_gs / n - gbar * jnp.vdot(gbar, v)
 
@@ -233,7 +235,7 @@ def noise_eigs(problem: Problem, p, k: int, *, group=None, chunk_size: int | Non
     op = noise_operator(problem, p, group=group)
     k = n_eigenpairs(k, op.dim)
     if _use_streaming(op, streaming):
-        chunk = 256 if chunk_size is None else chunk_size
+        chunk = chunk_size or problem.chunk_size or 256
         op = CurvatureOperator(problem=op.problem, theta=op.theta, curvature=NoiseCovariance(chunk),
                                start=op.start, size=op.size)
         res = eigs(op, k, key=jr.key(0) if key is None else key, max_iter=max_iter)
@@ -251,6 +253,7 @@ def noise_eigs(problem: Problem, p, k: int, *, group=None, chunk_size: int | Non
 def _noise_trace(op: CurvatureOperator, chunk_size):
     problem = op.problem
     n = problem.n_examples
+    chunk_size = problem.chunk_size if chunk_size is None else chunk_size
     if chunk_size is None or chunk_size >= n:
         gc = _centred_grads(op, None)
         return jnp.sum(gc**2) / n

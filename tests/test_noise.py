@@ -254,3 +254,80 @@ def test_noise_problem_mismatch_raises_with_per_path_start():
     with pytest.raises(ValueError, match="covariance"):
         so.simulate(so.SGDSDE(quad, 0.1, 1, so.ConstantNoise(jnp.eye(3))), jnp.ones((2, 2)), key=jr.key(0),
                     n_paths=2, n_steps=2)
+
+
+# ------------------------------------------------------------------- network-scale draws
+def _tiny_mlp(key, chunk_size=None, n=13):
+    """An Equinox MLP (d = 19) on 13 examples: small enough for dense factors."""
+    model = eqx.nn.MLP(4, 1, 3, 1, activation=jax.nn.tanh, key=key)
+    kx, ky = jr.split(jr.fold_in(key, 1))
+    data = {"x": jr.normal(kx, (n, 4)), "y": jr.normal(ky, (n,))}
+    loss = lambda m, ex: 0.5 * (m(ex["x"])[0] - ex["y"]) ** 2  # noqa: E731
+    return so.Problem(loss, data, params=model, chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_vjp_draw_equals_dense_factor_path(chunk_size):
+    """Gcᵀz/√N by one VJP (no per-example matrix) equals the dense factor times z, for the
+    same z, to 1e-10; the empirical Fisher's Jᵀz/√N too."""
+    prob = _tiny_mlp(jr.key(0), chunk_size)
+    dense_prob = _tiny_mlp(jr.key(0))
+    theta = prob.theta0 + 0.2 * jr.normal(jr.key(1), prob.theta0.shape)
+    for i in range(5):
+        z = jr.normal(jr.key(10 + i), (prob.n_examples,))
+        for noise in (so.MinibatchNoise(), so.EmpiricalFisherNoise()):
+            want = noise.factor(dense_prob, theta) @ z
+            np.testing.assert_allclose(noise.apply_factor(prob, theta, z), want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", [lambda p, lr, b: so.SGDSDE(p, lr, b, so.MinibatchNoise()),
+                                  lambda p, lr, b: so.NoisyGD(p, lr, b, so.MinibatchNoise())],
+                         ids=["SGDSDE", "NoisyGD"])
+def test_vjp_draw_covariance_is_d_over_b(make):
+    """One step from θ of 20,000 paths: the increment Δ = θ₁ − θ + lr∇L has covariance
+    lr²·D/B (SGDSDE with dt = lr, and NoisyGD), every entry within 5 SE, with the noise drawn
+    by the VJP in chunks."""
+    prob = _tiny_mlp(jr.key(2), chunk_size=5)
+    theta = prob.theta0 + 0.2 * jr.normal(jr.key(3), prob.theta0.shape)
+    lr, b = 0.1, 4
+    ens = so.simulate(make(prob, lr, b), theta, key=jr.key(4), n_paths=20_000, n_steps=1)
+    delta = (ens.ys[:, 1] - theta + lr * prob.grad(theta)) / lr
+    cov, se = cov_and_se(delta)
+    want = so.MinibatchNoise().covariance(prob, theta) / b
+    assert np.all(np.abs(cov - want) <= 5 * se), np.max(np.abs(cov - want) / se)
+
+
+def test_lanczos_sqrt_hessian_draw_converges_to_dense():
+    """HessianNoise(method="lanczos"): √H₊z by n_steps Lanczos steps on HVPs; away from a
+    minimum (H indefinite) the error to the dense symmetric root falls with n_steps and is
+    at rounding level at n_steps = d. (The dense factor V√Λ₊ is another root of H₊: same
+    distribution, different draw.)"""
+    prob = _tiny_mlp(jr.key(5), chunk_size=5)
+    theta = prob.theta0 + 0.5 * jr.normal(jr.key(6), prob.theta0.shape)
+    assert np.min(np.linalg.eigvalsh(prob.hessian(theta))) < 0  # the clipping matters
+    d = prob.dim
+    z = jr.normal(jr.key(7), (d,))
+    lam, vec = np.linalg.eigh(np.asarray(so.HessianNoise(2.0).covariance(prob, theta)))
+    want = vec @ (np.sqrt(np.clip(lam, 0, None)) * (vec.T @ np.asarray(z)))  # the symmetric root √(2H₊) z
+    errs = [float(jnp.linalg.norm(so.HessianNoise(2.0, method="lanczos", n_steps=k).apply_factor(prob, theta, z) - want))
+            for k in (2, 6, 12, d)]
+    assert errs[0] > errs[1] > errs[2] > errs[3], errs
+    assert errs[-1] < 1e-8 * float(jnp.linalg.norm(want)), errs
+    with pytest.raises(ValueError, match="method must be"):
+        so.HessianNoise(method="krylov")
+    with pytest.raises(ValueError, match="n_steps"):
+        so.HessianNoise(method="lanczos", n_steps=0)
+
+
+def test_lanczos_hessian_draw_covariance_through_sgdsde():
+    """SGDSDE with HessianNoise(method="lanczos", n_steps=d): one step of 10,000 paths has
+    increment covariance lr²·scale·H₊/B, every entry within 5 SE."""
+    prob = _tiny_mlp(jr.key(8), chunk_size=5)
+    theta = prob.theta0 + 0.5 * jr.normal(jr.key(9), prob.theta0.shape)
+    lr, b = 0.1, 2
+    noise = so.HessianNoise(2.0, method="lanczos", n_steps=prob.dim)
+    ens = so.simulate(so.SGDSDE(prob, lr, b, noise), theta, key=jr.key(10), n_paths=10_000, n_steps=1)
+    delta = (ens.ys[:, 1] - theta + lr * prob.grad(theta)) / lr
+    cov, se = cov_and_se(delta)
+    want = so.HessianNoise(2.0).covariance(prob, theta) / b
+    assert np.all(np.abs(cov - want) <= 5 * se), np.max(np.abs(cov - want) / se)

@@ -1,0 +1,91 @@
+"""Streaming a finite sum over its examples in chunks, so that peak memory is set by the
+chunk size ``c``, not by the number of examples ``N``.
+
+The data (a pytree whose leaves share a leading axis ``N``) is padded to a whole number of
+chunks by repeating its first example and reshaped to ``(⌈N/c⌉, c, ...)``; a mask marks the
+padding. Two primitives cover every use in the package:
+
+- :func:`map_examples`: ``fn(example)`` for every example, stacked ``(N, ...)`` (``lax.map``
+  over chunks, ``vmap`` inside a chunk);
+- :func:`sum_examples`: ``Σ_chunks fn(chunk, w_chunk)`` for per-example weights ``w`` (zero on
+  the padding), accumulated in a ``lax.scan``, so a gradient or an HVP of a weighted sum is
+  taken chunk by chunk (reverse mode through a whole-data scan would keep every chunk's
+  activations).
+
+On the CPU backend a convolution inside a rolled loop (``scan``/``while``) runs about 30×
+slower than the same convolution outside one (measured on a 151k-parameter CNN, XLA CPU,
+JAX 0.10: one chunked gradient 5.7 s rolled, 0.15 s unrolled, 0.19 s unchunked), so on CPU
+the chunk loop is unrolled when it has at most ``_UNROLL_MAX_CHUNKS`` chunks (compile time
+grows with the unrolled length; past that, the loop stays rolled: prefer fewer, larger
+chunks for convolutional models on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+_UNROLL_MAX_CHUNKS = 16
+
+
+def _unroll(n_chunks: int) -> int:
+    return n_chunks if (n_chunks <= _UNROLL_MAX_CHUNKS and jax.default_backend() == "cpu") else 1
+
+
+def leading_size(tree) -> int:
+    return int(jax.tree_util.tree_leaves(tree)[0].shape[0])
+
+
+def _unchunked(chunk_size, n) -> bool:
+    return chunk_size is None or chunk_size >= n
+
+
+def split_chunks(tree, n: int, chunk_size: int):
+    """``tree`` (leading axis ``n``) padded and reshaped to ``(n_chunks, chunk_size, ...)``."""
+    c = chunk_size
+    n_chunks = math.ceil(n / c)
+    pad = n_chunks * c - n
+
+    def reshape(x):
+        if pad:
+            x = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)])
+        return x.reshape((n_chunks, c) + x.shape[1:])
+
+    return jax.tree_util.tree_map(reshape, tree)
+
+
+def map_examples(fn, data, chunk_size: int | None):
+    """``fn(example)`` for every example of ``data``, stacked along a leading axis ``N``;
+    ``chunk_size`` examples are vmapped at a time."""
+    n = leading_size(data)
+    if _unchunked(chunk_size, n):
+        return jax.vmap(fn)(data)
+    chunks = split_chunks(data, n, chunk_size)
+    n_chunks = jax.tree_util.tree_leaves(chunks)[0].shape[0]
+    out = jax.lax.scan(lambda _, ch: (None, jax.vmap(fn)(ch)), None, chunks, unroll=_unroll(n_chunks))[1]
+    return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:])[:n], out)
+
+
+def sum_examples(fn, data, weights, chunk_size: int | None):
+    """``Σ_chunks fn(chunk, w)``: ``fn(chunk, w)`` gets a chunk of the data (leading axis
+    ``c``) and its per-example weights ``w`` (``(c,)``, zero on the padding) and returns a
+    pytree; the chunk results are summed. ``fn`` must be linear in ``w`` per example for
+    the padding to drop out (it is in every use: ``Σᵢ wᵢ (...)ᵢ``)."""
+    n = leading_size(data)
+    if _unchunked(chunk_size, n):
+        return fn(data, weights)
+    n_chunks = math.ceil(n / chunk_size)
+    w = jnp.zeros((n_chunks * chunk_size,), weights.dtype).at[:n].set(weights).reshape(n_chunks, chunk_size)
+    chunks = split_chunks(data, n, chunk_size)
+    first = jax.tree_util.tree_map(lambda x: x[0], chunks)
+    shapes = jax.eval_shape(fn, first, w[0])
+    init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def body(acc, xs):
+        chunk, wc = xs
+        return jax.tree_util.tree_map(jnp.add, acc, fn(chunk, wc)), None
+
+    return jax.lax.scan(body, init, (chunks, w), unroll=_unroll(n_chunks))[0]
