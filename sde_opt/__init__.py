@@ -22,6 +22,19 @@ from ._dynamics import (
     ShuffledSGD as ShuffledSGD,
 )
 from ._engine import Ensemble as Ensemble, simulate as simulate
+from ._engine import observe as observe
+from ._integrators import (
+    AbstractIntegrator as AbstractIntegrator,
+    EulerMaruyama as EulerMaruyama,
+    OwnStep as OwnStep,
+    SummedNormals as SummedNormals,
+)
+from ._observers import (
+    AbstractObserver as AbstractObserver,
+    RunningMax as RunningMax,
+    SaveObservable as SaveObservable,
+    SavePositions as SavePositions,
+)
 from ._escape import (
     EscapeRate as EscapeRate,
     MemorylessTest as MemorylessTest,
@@ -60,6 +73,7 @@ from ._exit import (
     Ball as Ball,
     CloserToOther as CloserToOther,
     ExitTimes as ExitTimes,
+    FirstExit as FirstExit,
     HalfSpace as HalfSpace,
     LossAbove as LossAbove,
     first_exit as first_exit,
