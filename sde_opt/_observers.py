@@ -155,7 +155,7 @@ class SaveObservable(AbstractObserver):
         (3, 5)
     """
 
-    fn: Callable = eqx.field(static=True)
+    fn: Callable
     every: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):
@@ -189,7 +189,7 @@ class RunningMax(AbstractObserver):
 
     center: Float[Array, " d"]
     every: int = eqx.field(static=True, default=1)
-    norm: Callable = eqx.field(static=True, default=_euclidean)
+    norm: Callable = _euclidean
 
     def __check_init__(self):
         positive_int("every", self.every)
