@@ -38,7 +38,6 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from ._checks import positive, positive_int
 from ._dynamics import AbstractDynamics
 from ._integrators import AbstractIntegrator, default_integrator
-from ._normals import step_normals  # noqa: F401  (re-exported for the kernels of other modules)
 from ._observers import AbstractObserver, RunInfo, SavePositions, StepInfo, record_every
 
 # paths × d floats per chunk. Measured on 2 CPU cores for d = 2 ... 100: 1e5 to 5e5 floats per
