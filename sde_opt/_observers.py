@@ -63,7 +63,10 @@ class AbstractObserver(eqx.Module):
 
     All arrays have a leading path axis ``n``: paths are batched, and the engine chunks and
     shards them, so an observer must treat paths independently (that is what makes results
-    independent of the chunk size). Positions are ``theta`` ``(n, d)``.
+    independent of the chunk size). Positions are ``theta`` ``(n, d)``. ``run`` (a
+    :class:`RunInfo`) holds ``dyn, dt, n_steps, keys``; ``step`` (a :class:`StepInfo`) holds
+    ``j`` (the step just taken), ``t``, ``dt``, ``before`` and ``theta`` (positions before and
+    after it), ``keys`` and ``dyn``.
 
     Example: the running mean of ``‖θ_k‖²`` over steps ``1 … n_steps`` of every path.
 
