@@ -48,11 +48,25 @@ from ._dynamics import (
 
 # the engine: many paths in one kernel; exit regions; diffrax for adaptive solves
 from ._engine import Ensemble as Ensemble, simulate as simulate
+from ._engine import observe as observe
+from ._integrators import (
+    AbstractIntegrator as AbstractIntegrator,
+    EulerMaruyama as EulerMaruyama,
+    OwnStep as OwnStep,
+    SummedNormals as SummedNormals,
+)
+from ._observers import (
+    AbstractObserver as AbstractObserver,
+    RunningMax as RunningMax,
+    SaveObservable as SaveObservable,
+    SavePositions as SavePositions,
+)
 from ._exit import (
     AbstractRegion as AbstractRegion,
     Ball as Ball,
     CloserToOther as CloserToOther,
     ExitTimes as ExitTimes,
+    FirstExit as FirstExit,
     HalfSpace as HalfSpace,
     LossAbove as LossAbove,
     first_exit as first_exit,

@@ -10,7 +10,8 @@ Every dynamics is a value with
   (``lr`` for SGD-type dynamics), ``None`` when there is none;
 * ``is_discrete``: discrete algorithms only accept their own step.
 
-The engine (:func:`sde_opt.simulate`) vectorises ``step`` over a batch of paths.
+The engine (:func:`sde_opt.simulate`) steps a batch of paths with an integrator value:
+the dynamics' own ``step`` vmapped (discrete algorithms) or Euler–Maruyama (continuous models).
 Continuous models also expose ``drift``/``diffusion`` and hand diffrax their ``terms``.
 """
 
@@ -55,7 +56,8 @@ class AbstractDynamics(eqx.Module):
 
 
 class AbstractContinuous(AbstractDynamics):
-    """A continuous model ``dθ = b(θ) dt + σ(θ) dW``; its ``step`` is Euler–Maruyama."""
+    """A continuous model ``dθ = b(θ) dt + σ(θ) dW``; the engine steps it with an integrator
+    (default :class:`sde_opt.EulerMaruyama`), and ``step`` is one Euler–Maruyama step."""
 
     is_discrete: ClassVar[bool] = False
 
@@ -72,13 +74,11 @@ class AbstractContinuous(AbstractDynamics):
         """Dimension ``r`` of the Brownian motion (0 for an ODE)."""
 
     def step(self, state, t, dt, key):
-        theta = state
-        out = theta + dt * self.drift(t, theta)
-        r = self.n_normals(theta.shape[0])
-        if r:
-            z = jr.normal(key, (r,), dtype=theta.dtype)
-            out = out + jnp.sqrt(dt) * self.diffusion_apply(t, theta, z)
-        return out
+        """One Euler–Maruyama step of one path (:class:`sde_opt.EulerMaruyama`), its normals
+        ``normal(key, (r,))``; the engine steps the whole batch with the same numbers."""
+        from ._integrators import EulerMaruyama  # the one Euler–Maruyama; it imports this module
+
+        return EulerMaruyama().step_path(self, state, t, dt, key)
 
     def terms(self, brownian: dfx.AbstractBrownianPath | None = None) -> dfx.AbstractTerm:
         """diffrax terms: ``MultiTerm(ODETerm(b), ControlTerm(σ, W))``, or the ``ODETerm``

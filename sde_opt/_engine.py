@@ -1,16 +1,24 @@
 """The engine: many paths of a dynamics at once, in one JIT kernel.
 
-All paths of a chunk live in one ``(paths, d)`` state; a ``lax.scan`` runs over the saved
-times and a ``fori_loop`` over the steps between them. Path ``i`` draws its step-``j``
-randomness from ``fold_in(fold_in(key, i), j)``, so results do not depend on the chunk size
-or on the number of devices. Chunks bound memory; with several devices the path axis of
-each chunk is sharded over them.
+One chunk driver (:func:`run_observers`: chunks of paths, padded so the kernel compiles
+once, sharded over the devices) and one kernel (``_kernel``). What is recorded along the
+paths is a value, an observer (``sde_opt._observers``: positions every ``k`` steps, a running
+maximum, a first exit, a user's observable), and how the paths step is a value too, an
+integrator (``sde_opt._integrators``: Euler–Maruyama with substeps, the dynamics' own step).
+:func:`simulate`, :func:`sde_opt.first_exit` and :func:`sde_opt.max_excursion` are thin
+wrappers; :func:`observe` is the general entry point.
+
+All paths of a chunk live in one ``(paths, d)`` state; a loop runs over intervals of
+``every`` steps (a ``while_loop`` that stops early once every observer is done) and a
+``fori_loop`` over the steps of an interval. Path ``i`` draws its step-``j`` randomness from
+``fold_in(fold_in(key, i), j)``, so results do not depend on the chunk size or on the
+number of devices.
 
 Continuous models are stepped by Euler–Maruyama on the whole batch at once (drift and
 diffusion vmapped over paths, one ``(paths, r)`` block of normals per step). Their normals
 are ``jax.random.normal(fold_in(fold_in(key, i), j), (r,))``, exactly as a per-path
-``dyn.step`` would draw them; for one or two normals per step and threefry keys the engine
-computes those same bits with a fused threefry (:func:`step_normals`), which on CPU is
+``dyn.step`` would draw them; for one or two normals per step and threefry keys those same
+bits come from a fused threefry (:func:`sde_opt._normals.step_normals`), which on CPU is
 2–3× faster than ``jax.random``'s own kernel for such small draws.
 """
 
@@ -28,7 +36,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from ._checks import positive, positive_int
-from ._dynamics import AbstractContinuous, AbstractDynamics
+from ._dynamics import AbstractDynamics
+from ._integrators import AbstractIntegrator, default_integrator
+from ._observers import AbstractObserver, RunInfo, SavePositions, StepInfo, record_every
 
 # paths × d floats per chunk. Measured on 2 CPU cores for d = 2 ... 100: 1e5 to 5e5 floats per
 # state array is the sweet spot (the step's arrays stay in cache); 2e6 was up to 2× slower at
@@ -169,141 +179,171 @@ def shard_paths(*arrays):
     return tuple(jax.device_put(a, spec) for a in arrays)
 
 
-# ---------------------------------------------------------------------------- random numbers
-# jax.random.normal(fold_in(k, j), (r,)) for a batch of keys k, computed with a fused, unrolled
-# threefry. On CPU jax lowers threefry as a rolled loop whose rounds each go through memory;
-# for the small per-step draws of low-dimensional noise that loop, not the arithmetic, is
-# the cost. The bits are jax's own (partitionable threefry, then its uniform -> erfinv
-# transform); `_fast_normals_ok` checks that against jax.random once per process and dtype
-# and falls back to jax.random when they differ (another jax version, PRNG or config).
-# r values for which the fused kernel beats jax.random's on CPU (measured: 2.3-2.7x at r = 1, 2;
-# at r = 3..6 LLVM's code for the fused loop is 3-10x slower, and from r = 4 on jax.random is as fast).
-_FAST_NORMALS = (1, 2)
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-_fast_ok_cache: dict = {}
+# ---------------------------------------------------------------------------- the kernel
+def _observer_list(observers):
+    leaves, treedef = jax.tree_util.tree_flatten(observers, is_leaf=lambda x: isinstance(x, AbstractObserver))
+    for o in leaves:
+        if not isinstance(o, AbstractObserver):
+            raise ValueError(
+                f"observers must be observers such as so.SavePositions() (or a tuple/dict of them), got "
+                f"{type(o).__name__}."
+            )
+    if not leaves:
+        raise ValueError("observers is empty; pass at least one, e.g. so.SavePositions().")
+    return tuple(leaves), treedef
 
 
-def _rotl(x, r: int):
-    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
-
-
-def _threefry2x32(k1, k2, x1, x2):
-    """Threefry-2x32 with 20 rounds (Salmon et al. 2011), as in ``jax.random``, unrolled."""
-    ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
-    x0, x1 = x1 + ks[0], x2 + ks[1]
-    for i in range(5):
-        for r in _ROTATIONS[i % 2]:
-            x0 = x0 + x1
-            x1 = x0 ^ _rotl(x1, r)
-        x0 = x0 + ks[(i + 1) % 3]
-        x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
-    return x0, x1
-
-
-def _bits_to_normal(b1, b2, dtype):
-    """``jax.random.normal``'s transform of one threefry output pair per element."""
-    dtype = np.dtype(dtype)
-    if dtype == np.float32:
-        bits, uint, shift = b1 ^ b2, np.uint32, 9
-    else:
-        bits = (b1.astype(np.uint64) << np.uint64(32)) | b2.astype(np.uint64)
-        uint, shift = np.uint64, 12
-    one = np.array(1.0, dtype).view(uint)
-    u = jax.lax.bitcast_convert_type((bits >> uint(shift)) | one, dtype) - np.array(1.0, dtype)
-    lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))
-    hi = np.array(1.0, dtype)
-    u = jax.lax.max(lo, u * (hi - lo) + lo)
-    return np.array(np.sqrt(2), dtype) * jax.lax.erf_inv(u)
-
-
-def _fused_normals(key_data, j, r: int, dtype):
-    """``vmap(lambda k: jr.normal(jr.fold_in(k, j), (r,), dtype))`` from raw threefry key
-    data ``(n, 2)``: fold-in is ``threefry(k, (0, j))``, element ``c`` is ``threefry(k', (0, c))``."""
-    k1, k2 = key_data[:, 0], key_data[:, 1]
-    a1, a2 = _threefry2x32(k1, k2, np.uint32(0), jnp.asarray(j).astype(jnp.uint32))
-    c = jnp.arange(r, dtype=jnp.uint32)
-    b1, b2 = _threefry2x32(a1[:, None], a2[:, None], np.uint32(0), c)
-    return _bits_to_normal(b1, b2, dtype)
-
-
-def _reference_normals(keys, j, r: int, dtype):
-    return jax.vmap(lambda k: jr.normal(jr.fold_in(k, j), (r,), dtype=dtype))(keys)
-
-
-def _threefry_key_data(keys):
-    """Raw ``(n, 2)`` threefry key data, or ``None`` for keys of another PRNG."""
-    if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
-        return jr.key_data(keys) if str(jr.key_impl(keys)) == "threefry2x32" else None
-    if keys.dtype == jnp.uint32 and keys.shape[-1:] == (2,) and jax.config.jax_default_prng_impl == "threefry2x32":
-        return keys
-    return None
-
-
-def _fast_normals_ok(dtype) -> bool:
-    """Whether :func:`_fused_normals` reproduces ``jax.random`` bit for bit here."""
-    flag = (np.dtype(dtype).name, bool(jax.config.jax_threefry_partitionable))
-    if flag not in _fast_ok_cache:
-        ok = flag[0] in ("float32", "float64") and flag[1]
-        if ok:
-            with jax.ensure_compile_time_eval():
-                keys = path_keys(jr.key(20240917), 0, 64)
-                for j in (0, 7, 2**31 - 5):
-                    for r in _FAST_NORMALS:
-                        ref = _reference_normals(keys, j, r, dtype)
-                        got = jax.jit(_fused_normals, static_argnums=(2, 3))(jr.key_data(keys), j, r, dtype)
-                        ok = ok and bool(jnp.array_equal(ref, got))
-        _fast_ok_cache[flag] = ok
-    return _fast_ok_cache[flag]
-
-
-def step_normals(keys, j, r: int, dtype):
-    """Step ``j``'s normals of every path: ``jr.normal(fold_in(keys[i], j), (r,))``, ``(n, r)``."""
-    data = _threefry_key_data(keys) if r in _FAST_NORMALS else None
-    if data is not None and _fast_normals_ok(dtype):
-        return _fused_normals(data, j, r, dtype)
-    return _reference_normals(keys, j, r, dtype)
-
-
-# ---------------------------------------------------------------------------- stepping
-def _is_euler_maruyama(dyn) -> bool:
-    """A continuous model that steps by the default Euler–Maruyama (not overridden)."""
-    return isinstance(dyn, AbstractContinuous) and type(dyn).step is AbstractContinuous.step
-
-
-def vstep(dyn, state, t, dt, keys, j):
-    """One step of every path; path ``i`` uses ``fold_in(keys[i], j)``.
-
-    Continuous models take one batched Euler–Maruyama step (the same numbers as
-    ``vmap(dyn.step)``, computed on the whole batch); other dynamics ``vmap`` their ``step``.
-    """
-    if _is_euler_maruyama(dyn):
-        theta = state
-        out = theta + dt * jax.vmap(dyn.drift, (None, 0))(t, theta)
-        r = dyn.n_normals(theta.shape[1])
-        if r:
-            z = step_normals(keys, j, r, theta.dtype)
-            out = out + jnp.sqrt(dt) * jax.vmap(dyn.diffusion_apply, (None, 0, 0))(t, theta, z)
-        return out
-    step_keys = jax.vmap(jr.fold_in, (0, None))(keys, j)
-    return jax.vmap(dyn.step, (0, None, None, 0))(state, t, dt, step_keys)
+def _interval(observers, n_steps: int, block: int) -> int:
+    """Steps between the kernel's checkpoints: the ``every`` of the recording observers
+    (they must agree), else ``block`` (how often "is every observer done?" is asked)."""
+    everys = sorted({record_every(o) for o in observers if record_every(o) is not None})
+    if len(everys) > 1:
+        raise ValueError(
+            f"observers record on different grids (every={everys}); give them one every, or run them "
+            "in separate calls."
+        )
+    if not everys:
+        return min(block, n_steps)
+    every = everys[0]
+    if n_steps % every:
+        raise ValueError(
+            f"n_steps={n_steps} is not a multiple of every={every}; use n_steps = "
+            f"{(n_steps // every) * every} or {(n_steps // every + 1) * every}."
+        )
+    return every
 
 
 @eqx.filter_jit
-def _simulate_chunk(dyn, y0, keys, dt, n_saves: int, save_every: int):
+def _kernel(dyn, integrator, observers, y0, keys, dt, n_steps: int, every: int):
+    """All paths of a chunk for ``n_steps`` steps: intervals of ``every`` steps; after
+    each step every observer's ``update``, after each interval the recorders' ``record``;
+    with observers that can be done, a ``while_loop`` that stops when all are."""
+    position = jax.vmap(dyn.position)
+    run = RunInfo(dyn, dt, n_steps, keys)
     state = jax.vmap(dyn.init)(y0)
+    theta0 = position(state)
+    carries = tuple(o.init(theta0, run) for o in observers)
+    stoppable = all(o.done(c) is not None for o, c in zip(observers, carries))
+    n_intervals = -(-n_steps // every)
 
-    def interval(state, s):
-        def body(i, state):
-            j = s * save_every + i
-            return vstep(dyn, state, j * dt, dt, keys, j)
+    def one_step(j, c):
+        state, carries = c
+        before = position(state)
+        t = j * dt
+        state = integrator.step(dyn, state, t, dt, keys, j)
+        info = StepInfo(j, t, dt, before, position(state), keys, dyn)
+        return state, tuple(o.update(cc, info) for o, cc in zip(observers, carries))
 
-        state = jax.lax.fori_loop(0, save_every, body, state)
-        return state, jax.vmap(dyn.position)(state)
+    def interval(s, c):
+        lo = s * every
+        if n_steps % every == 0:
+            c = jax.lax.fori_loop(0, every, lambda i, c: one_step(lo + i, c), c)
+        else:  # the last interval is shorter
+            c = jax.lax.fori_loop(lo, jnp.minimum(lo + every, n_steps), one_step, c)
+        state, carries = c
+        theta = position(state)
+        carries = tuple(o.record(cc, s, theta) if record_every(o) is not None else cc for o, cc in zip(observers, carries))
+        return state, carries
 
-    state, ys = jax.lax.scan(interval, state, jnp.arange(n_saves))
-    ys = jnp.concatenate([y0[None], ys], axis=0)  # (S, n, d)
-    diverged = ~jnp.all(jnp.isfinite(jax.vmap(dyn.position)(state)), axis=-1)
-    return jnp.swapaxes(ys, 0, 1), diverged
+    if stoppable:
+        def cond(c):
+            s, _, carries = c
+            finished = functools.reduce(jnp.logical_and, [o.done(cc) for o, cc in zip(observers, carries)])
+            return (s < n_intervals) & ~finished
+
+        def body(c):
+            s, state, carries = c
+            return (s + 1, *interval(s, (state, carries)))
+
+        s, state, carries = jax.lax.while_loop(cond, body, (jnp.asarray(0), state, carries))
+        steps_run = jnp.minimum(s * every, n_steps)
+    else:
+        state, carries = jax.lax.fori_loop(0, n_intervals, interval, (state, carries))
+        steps_run = jnp.asarray(n_steps)
+    theta = position(state)
+    return tuple(o.finalize(cc, theta, run) for o, cc in zip(observers, carries)), steps_run
+
+
+def _concat(parts):
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+
+
+def run_observers(dyn, y0, observers, *, key, n_steps, dt, integrator=None, chunk_size=None, block=32):
+    """The chunk driver: validated inputs -> ``(results, steps_run)``, results in the
+    structure of ``observers`` with the paths of all chunks concatenated; ``steps_run`` is
+    the most steps any chunk ran (less than ``n_steps`` after an early stop)."""
+    obs, treedef = _observer_list(observers)
+    integrator = default_integrator(dyn) if integrator is None else integrator
+    if not isinstance(integrator, AbstractIntegrator):
+        raise ValueError(f"integrator must be an integrator such as so.EulerMaruyama(), got {type(integrator).__name__}.")
+    integrator.check(dyn)
+    every = _interval(obs, n_steps, block)
+    parts, steps = [], []
+    for n_valid, y0_c, keys in chunks(y0, key, chunk_size):
+        out, s = _kernel(dyn, integrator, obs, y0_c, keys, dt.astype(y0.dtype), n_steps, every)
+        parts.append(jax.tree_util.tree_map(lambda a: a[:n_valid], out))
+        steps.append(s)
+    results = jax.tree_util.tree_map(lambda *a: _concat(a), *parts)
+    return jax.tree_util.tree_unflatten(treedef, list(results)), max(int(s) for s in steps)
+
+
+def observe(
+    dyn: AbstractDynamics,
+    y0,
+    observers,
+    *,
+    key: PRNGKeyArray,
+    n_paths: int,
+    n_steps: int,
+    dt=None,
+    integrator: AbstractIntegrator | None = None,
+    chunk_size: int | None = None,
+):
+    """Run ``n_paths`` paths of ``dyn`` for ``n_steps`` steps and return what the
+    ``observers`` recorded, without storing the paths (unless one of them does).
+
+    The engine behind :func:`simulate` (:class:`SavePositions`), :func:`sde_opt.first_exit`
+    (:class:`sde_opt.FirstExit`) and :func:`sde_opt.max_excursion` (:class:`RunningMax`):
+    one chunked, sharded, jitted kernel. Paths and random numbers are those of
+    :func:`simulate` with the same key (path ``i`` from ``fold_in(key, i)``), so results do
+    not depend on the chunk size or the number of devices.
+
+    Args:
+        dyn: a dynamics value.
+        y0: start, ``(d,)`` for all paths or ``(n_paths, d)``.
+        observers: an observer (:class:`AbstractObserver`) or a tuple/list/dict of them.
+            Those that record every ``every`` steps must agree on ``every``, and
+            ``n_steps`` must be a multiple of it. The kernel stops early when every
+            observer is done (e.g. ``so.FirstExit`` once all paths have left).
+        key: PRNG key.
+        n_paths, n_steps: ensemble size and number of steps.
+        dt: step; defaults to the dynamics' own (``lr``). Discrete algorithms accept only it.
+        integrator: how to step (default: ``so.EulerMaruyama()`` for continuous models,
+            ``so.OwnStep()`` for the others).
+        chunk_size: paths per kernel call.
+
+    Returns:
+        The observers' results, in their structure (leading axis: paths).
+
+    Example:
+        >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
+        >>> prob = so.landscapes.quadratic(jnp.eye(2))
+        >>> sde = so.SGDSDE(prob, lr=0.1, batch_size=1, noise=so.HessianNoise())
+        >>> out = so.observe(sde, jnp.ones(2), {"loss": so.SaveObservable(prob.loss, every=10),
+        ...                  "max": so.RunningMax(jnp.zeros(2), every=10)}, key=jr.key(0), n_paths=8, n_steps=50)
+        >>> out["loss"].shape, out["max"].shape
+        ((8, 6), (8, 5))
+    """
+    if not isinstance(dyn, AbstractDynamics):
+        raise ValueError(f"dyn must be a dynamics such as so.SGDSDE(...), got {type(dyn).__name__}.")
+    n_paths = positive_int("n_paths", n_paths)
+    n_steps = positive_int("n_steps", n_steps)
+    key = check_key(key)
+    dt = resolve_dt(dyn, dt)
+    y0 = check_start(dyn, y0, n_paths)
+    results, _ = run_observers(dyn, y0, observers, key=key, n_steps=n_steps, dt=dt, integrator=integrator,
+                               chunk_size=chunk_size)
+    return results
 
 
 def simulate(
@@ -347,13 +387,13 @@ def simulate(
     key = check_key(key)
     dt = resolve_dt(dyn, dt)
     y0 = check_start(dyn, y0, n_paths)
+    return _simulate(dyn, y0, key=key, n_steps=n_steps, dt=dt, save_every=save_every, chunk_size=chunk_size)
+
+
+def _simulate(dyn, y0, *, key, n_steps, dt, save_every, chunk_size, integrator=None) -> Ensemble:
+    """:func:`simulate` on validated inputs (and with a choice of integrator)."""
     n_saves = n_steps // save_every
-    ys_parts, div_parts = [], []
-    for n_valid, y0_c, keys in chunks(y0, key, chunk_size):
-        ys, div = _simulate_chunk(dyn, y0_c, keys, dt.astype(y0.dtype), n_saves, save_every)
-        ys_parts.append(ys[:n_valid])
-        div_parts.append(div[:n_valid])
-    ys = jnp.concatenate(ys_parts) if len(ys_parts) > 1 else ys_parts[0]
-    diverged = jnp.concatenate(div_parts) if len(div_parts) > 1 else div_parts[0]
+    out, _ = run_observers(dyn, y0, SavePositions(every=save_every), key=key, n_steps=n_saves * save_every, dt=dt,
+                           integrator=integrator, chunk_size=chunk_size)
     ts = jnp.arange(n_saves + 1, dtype=y0.dtype) * (save_every * dt.astype(y0.dtype))
-    return Ensemble(ts=ts, ys=ys, diverged=diverged)
+    return Ensemble(ts=ts, ys=out["ys"], diverged=out["diverged"])

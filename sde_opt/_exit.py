@@ -17,7 +17,8 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._checks import positive, positive_int
 from ._dynamics import AbstractContinuous, AbstractDynamics
-from ._engine import check_key, check_start, chunks, resolve_dt, vstep
+from ._engine import check_key, check_start, resolve_dt, run_observers
+from ._observers import AbstractObserver
 from ._problem import Problem
 
 
@@ -171,52 +172,58 @@ def _crossed_between(dyn: AbstractContinuous, region: AbstractRegion, t, dt, x0,
     return u < p
 
 
-@eqx.filter_jit
-def _exit_chunk(dyn, region, y0, keys, dt, max_steps: int, block: int, bridge: bool, early_stop: bool):
-    problem = dyn.problem
-    n = y0.shape[0]
-    state0 = jax.vmap(dyn.init)(y0)
-    outside = jax.vmap(lambda th: region.outside(problem, th))
-    horizon = max_steps * dt
+class FirstExit(AbstractObserver):
+    """The first exit of every path from a region (an observer for :func:`sde_opt.observe`;
+    :func:`first_exit` is the engine run with it).
 
-    def one_step(j, carry):
-        state, active, times, pos, div = carry
-        x0 = jax.vmap(dyn.position)(state)
-        new = vstep(dyn, state, j * dt, dt, keys, j)
-        x1 = jax.vmap(dyn.position)(new)
+    After each step a path that is still inside is looked at: it has left when
+    ``region.outside(θ)`` is true, when its position became non-finite (flagged as
+    diverged), or, with ``bridge=True``, when the Brownian bridge between the two grid
+    points crossed the boundary (probability ``exp(−2ab/(σₙ²dt))``, see
+    :func:`first_exit`). The bridge's uniform of path ``i`` at step ``j`` is
+    ``uniform(fold_in(fold_in(fold_in(key, i), j), 0x5EED))``. With ``early_stop`` the
+    kernel stops once every path has left.
+
+    Result: ``{"times", "exited", "positions", "diverged"}``, each with a leading path axis;
+    a path that never left has ``times`` = the horizon and its final position.
+    """
+
+    region: AbstractRegion
+    bridge: bool = eqx.field(static=True, default=False)
+    early_stop: bool = eqx.field(static=True, default=True)
+
+    def __init__(self, region, bridge: bool = False, early_stop: bool = True):
+        self.region = as_region(region)
+        self.bridge = bool(bridge)
+        self.early_stop = bool(early_stop)
+
+    def init(self, theta0, run):
+        n = theta0.shape[0]
+        horizon = run.n_steps * run.dt
+        return jnp.ones(n, bool), jnp.full(n, horizon, theta0.dtype), theta0, jnp.zeros(n, bool)
+
+    def update(self, carry, step):
+        active, times, pos, div = carry
+        dyn, j, x0, x1 = step.dyn, step.j, step.before, step.theta
         bad = ~jnp.all(jnp.isfinite(x1), axis=-1)
-        left = outside(x1) | bad
-        if bridge:
-            ukeys = jax.vmap(lambda k: jr.fold_in(jr.fold_in(k, j), 0x5EED))(keys)
+        left = jax.vmap(lambda th: self.region.outside(dyn.problem, th))(x1) | bad
+        if self.bridge:
+            ukeys = jax.vmap(lambda k: jr.fold_in(jr.fold_in(k, j), 0x5EED))(step.keys)
             u = jax.vmap(lambda k: jr.uniform(k, dtype=x0.dtype))(ukeys)
-            crossed = jax.vmap(lambda a, b, uu: _crossed_between(dyn, region, j * dt, dt, a, b, uu))(x0, x1, u)
+            crossed = jax.vmap(lambda a, b, uu: _crossed_between(dyn, self.region, step.t, step.dt, a, b, uu))(x0, x1, u)
             left = left | crossed
-        live = j < max_steps  # the last block may run past the horizon: those steps change nothing
-        now = active & left & live
-        times = jnp.where(now, (j + 1) * dt, times)
+        now = active & left
+        times = jnp.where(now, (j + 1) * step.dt, times)
         pos = jnp.where(now[:, None], x1, pos)
-        div = div | (now & bad)
-        moving = active & ~now & live
-        state = jax.tree_util.tree_map(lambda a, b: jnp.where(_bcast(moving, a), a, b), new, state)
-        return state, active & ~now, times, pos, div
+        return active & ~now, times, pos, div | (now & bad)
 
-    def cond(c):
-        j, (_, active, *_rest) = c
-        return (j < max_steps) & (jnp.any(active) | (not early_stop))
+    def done(self, carry):
+        return ~jnp.any(carry[0]) if self.early_stop else None
 
-    def body(c):
-        j, carry = c
-        carry = jax.lax.fori_loop(j, j + block, one_step, carry)
-        return j + block, carry
-
-    init = (state0, jnp.ones(n, bool), jnp.full(n, horizon, y0.dtype), y0, jnp.zeros(n, bool))
-    j, (state, active, times, pos, div) = jax.lax.while_loop(cond, body, (jnp.asarray(0), init))
-    pos = jnp.where(active[:, None], jax.vmap(dyn.position)(state), pos)
-    return times, ~active, pos, div, jnp.minimum(j, max_steps)
-
-
-def _bcast(mask, x):
-    return mask.reshape(mask.shape + (1,) * (x.ndim - 1))
+    def finalize(self, carry, theta, run):
+        active, times, pos, div = carry
+        pos = jnp.where(active[:, None], theta, pos)
+        return {"times": times, "exited": ~active, "positions": pos, "diverged": div}
 
 
 def first_exit(
@@ -236,9 +243,9 @@ def first_exit(
     """Run paths of ``dyn`` from ``y0`` until each leaves the region (``exit_fn(θ)`` true)
     or ``max_steps`` steps have passed (censored at the horizon ``max_steps · dt``).
 
-    The kernel steps in blocks of ``block`` steps inside a ``while_loop`` that stops as soon
-    as every path has left; paths that left stop moving. Path ``i`` uses the same random
-    numbers as in :func:`sde_opt.simulate` with the same key.
+    The engine's kernel runs with the :class:`FirstExit` observer, in blocks of ``block``
+    steps inside a ``while_loop`` that stops as soon as every path has left. Path ``i`` uses
+    the same random numbers as in :func:`sde_opt.simulate` with the same key.
 
     A path is only looked at on the time grid, so a crossing and return within one step is
     missed, which biases exit times upward. ``bridge=True`` (continuous models, ``Ball`` and
@@ -273,13 +280,10 @@ def first_exit(
     start_out = jax.vmap(lambda th: region.outside(dyn.problem, th))(y0)
     if bool(jnp.any(start_out)):
         raise ValueError("y0 is already outside the region (exit_fn(y0) is true); start inside it.")
-    parts = []
-    for n_valid, y0_c, keys in chunks(y0, key, chunk_size):
-        out = _exit_chunk(dyn, region, y0_c, keys, dt.astype(y0.dtype), max_steps, block, bool(bridge), bool(early_stop))
-        parts.append(tuple(o[:n_valid] for o in out[:4]) + (out[4],))
-    times, exited, pos, div = (jnp.concatenate([p[i] for p in parts]) for i in range(4))
-    steps = max(int(p[4]) for p in parts)
+    observer = FirstExit(region, bridge=bool(bridge), early_stop=bool(early_stop))
+    out, steps = run_observers(dyn, y0, observer, key=key, n_steps=max_steps, dt=dt, chunk_size=chunk_size,
+                               block=block)
     return ExitTimes(
-        times=times, exited=exited, positions=pos, diverged=div,
+        times=out["times"], exited=out["exited"], positions=out["positions"], diverged=out["diverged"],
         horizon=jnp.asarray(max_steps * dt, y0.dtype), n_steps_run=jnp.asarray(steps),
     )

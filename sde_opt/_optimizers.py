@@ -52,7 +52,8 @@ from ._dynamics import (
     AbstractOptax,
     OptaxDynamics,
 )
-from ._engine import Ensemble, simulate
+from ._engine import Ensemble, _simulate, check_key, check_start, resolve_dt
+from ._integrators import EulerMaruyama, SummedNormals, default_integrator
 from ._noise import AbstractNoise, batch_factor
 from ._problem import Problem
 
@@ -795,69 +796,6 @@ class NoisyOptax(AbstractOptax):
 # ----------------------------------------------------------------------------- coupling
 
 
-def _block_normals(key, refine: int, r: int, dtype):
-    """``refine`` blocks of ``r`` standard normals, block ``i`` from ``fold_in(key, i)``."""
-    return jax.vmap(lambda i: jr.normal(jr.fold_in(key, i), (r,), dtype=dtype))(jnp.arange(refine))
-
-
-class _Refined(AbstractDynamics):
-    """``refine`` Euler–Maruyama substeps of a continuous model per step of a discrete one."""
-
-    problem: Problem
-    model: AbstractContinuous
-    refine: int = eqx.field(static=True)
-    n_noise: int = eqx.field(static=True)
-    step_dt: Float[Array, ""]
-    is_discrete: ClassVar[bool] = False
-
-    def natural_dt(self):
-        return self.step_dt
-
-    def init(self, theta0):
-        return self.model.init(theta0)
-
-    def position(self, state):
-        return self.model.position(state)
-
-    def step(self, state, t, dt, key):
-        h = dt / self.refine
-        z = _block_normals(key, self.refine, self.n_noise, state.dtype) if self.n_noise else None
-
-        def body(i, y):
-            s = t + i * h
-            out = y + h * self.model.drift(s, y)
-            if self.n_noise:
-                out = out + jnp.sqrt(h) * self.model.diffusion_apply(s, y, z[i])
-            return out
-
-        return jax.lax.fori_loop(0, self.refine, body, state)
-
-
-class _SummedNoise(AbstractDynamics):
-    """A discrete optimizer driven by the normalised sum of the ``refine`` blocks of normals
-    that :class:`_Refined` uses: the same Brownian increment over each step."""
-
-    problem: Problem
-    model: AbstractDynamics
-    refine: int = eqx.field(static=True)
-    n_noise: int = eqx.field(static=True)
-    is_discrete: ClassVar[bool] = True
-
-    def natural_dt(self):
-        return self.model.natural_dt()
-
-    def init(self, theta0):
-        return self.model.init(theta0)
-
-    def position(self, state):
-        return self.model.position(state)
-
-    def step(self, state, t, dt, key):
-        theta = self.model.position(state)
-        z = _block_normals(key, self.refine, self.n_noise, theta.dtype)
-        return self.model.step_normals(state, t, jnp.sum(z, axis=0) / jnp.sqrt(self.refine))
-
-
 def coupled_paths(
     discrete: AbstractDynamics,
     continuous: AbstractContinuous,
@@ -880,8 +818,10 @@ def coupled_paths(
     the discrete dynamics runs as is and ``refine`` just refines the Euler reference.
 
     The discrete side needs ``step_normals`` (:class:`NoisyOptax`) when the model is noisy.
-    Both runs go through :func:`sde_opt.simulate` with the same key, so chunking and the
-    per-path key scheme are the engine's.
+    Both runs are the engine's (:func:`sde_opt.simulate`'s kernel) with the same key: the
+    model with the integrator ``so.EulerMaruyama(substeps=refine)``, the optimizer with
+    ``so.SummedNormals(substeps=refine)``. With ``refine=1`` the model's paths are
+    ``so.simulate(continuous, ...)``'s and the optimizer's ``so.simulate(discrete, ...)``'s.
 
     Returns:
         ``(discrete_ensemble, continuous_ensemble)`` on the same time grid.
@@ -915,7 +855,6 @@ def coupled_paths(
     d = theta0.shape[0]
     state_size = jax.eval_shape(continuous.init, theta0).shape[0]
     r = continuous.n_normals(state_size)
-    cont = _Refined(continuous.problem, continuous, refine, r, dt)
     if r:
         if not hasattr(discrete, "step_normals"):
             raise ValueError(
@@ -925,12 +864,18 @@ def coupled_paths(
         r_d = discrete.n_normals(d)
         if r_d != r:
             raise ValueError(f"the discrete dynamics draws {r_d} normals per step but the model {r}; use the same noise.")
-        disc = _SummedNoise(discrete.problem, discrete, refine, r)
+        disc_integrator = SummedNormals(substeps=refine)
     else:
-        disc = discrete
-    kw = dict(key=key, n_paths=n_paths, n_steps=n_steps, save_every=save_every, chunk_size=chunk_size)
-    return simulate(disc, y0, **kw), simulate(cont, y0, **kw)
-
+        disc_integrator = default_integrator(discrete)
+    n_paths = positive_int("n_paths", n_paths)
+    n_steps = positive_int("n_steps", n_steps)
+    save_every = positive_int("save_every", save_every, upper=n_steps, upper_name="n_steps")
+    key = check_key(key)
+    kw = dict(key=key, n_steps=n_steps, save_every=save_every, chunk_size=chunk_size)
+    disc = _simulate(discrete, check_start(discrete, y0, n_paths), dt=resolve_dt(discrete, None),
+                     integrator=disc_integrator, **kw)
+    cont = _simulate(continuous, check_start(continuous, y0, n_paths), dt=dt, integrator=EulerMaruyama(refine), **kw)
+    return disc, cont
 
 __all__ = [
     "AbstractOptimizerModel",

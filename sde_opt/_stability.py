@@ -37,9 +37,11 @@ from scipy import optimize, stats
 
 from ._checks import level, positive, positive_int, state_is_theta
 from ._dynamics import AbstractDynamics
-from ._engine import check_key, check_start, chunks, path_keys, resolve_dt, vstep
+from ._engine import check_key, check_start, path_keys, resolve_dt, run_observers
+from ._integrators import default_integrator
 from ._io import register_result
 from ._noise import batch_factor
+from ._observers import RunningMax
 from ._problem import Problem
 
 # Broadie, Glasserman & Kou (1997): monitoring a Brownian motion only every dt moves the
@@ -246,16 +248,19 @@ def _systematic_resample(key, w):
 
 
 @eqx.filter_jit
-def _growth_kernel(dyn, minimum, u0, keys, resample_key, dt, n_steps: int, moment):
+def _growth_kernel(dyn, integrator, minimum, u0, keys, resample_key, dt, n_steps: int, moment):
+    """The tangent map of the engine's step at ``minimum`` (the integrator's batched step
+    with the engine's keys, walker ``i`` at step ``j`` from ``fold_in(keys[i], j)``), with
+    systematic resampling of the walkers after every step."""
     n = u0.shape[0]
 
-    def tangent(u, t, k):
-        return jax.jvp(lambda th: dyn.step(th, t, dt, k), (minimum,), (u,))[1]
+    def tangent(u, key, j):  # one walker: the primal stays at the (shared) minimum
+        step = lambda th: integrator.step(dyn, th[None], j * dt, dt, key[None], j)[0]
+        return jax.jvp(step, (minimum,), (u,))[1]
 
     def body(j, carry):
         u, logs = carry
-        step_keys = jax.vmap(jr.fold_in, (0, None))(keys, j)
-        v = jax.vmap(tangent, (0, None, 0))(u, j * dt, step_keys)
+        v = jax.vmap(tangent, (0, 0, None))(u, keys, j)
         sq = jnp.sum(v**2, axis=-1)
         w = sq ** (0.5 * moment)
         logs = logs.at[j].set(jnp.log(jnp.mean(w)))
@@ -317,7 +322,7 @@ def moment_growth_rate(
     k_dir, k_path, k_res = jr.split(key, 3)
     u0 = jr.normal(k_dir, (n_walkers, minimum.shape[0]), minimum.dtype)
     u0 = u0 / jnp.linalg.norm(u0, axis=-1, keepdims=True)
-    logs = _growth_kernel(dyn, minimum, u0, path_keys(k_path, 0, n_walkers), k_res, dt, n_steps,
+    logs = _growth_kernel(dyn, default_integrator(dyn), minimum, u0, path_keys(k_path, 0, n_walkers), k_res, dt, n_steps,
                           jnp.asarray(q, minimum.dtype))
     tail = np.asarray(logs[burn_in:], dtype=np.float64)
     if not np.all(np.isfinite(tail)):
@@ -483,34 +488,6 @@ def quantile_interval(samples, p: float, confidence: float = 0.95) -> tuple[floa
 # ======================================================================================
 
 
-def _euclidean(e):
-    return jnp.sqrt(jnp.sum(e**2))
-
-
-@eqx.filter_jit
-def _excursion_chunk(dyn, y0, center, keys, dt, n_saves: int, save_every: int, norm):
-    state = jax.vmap(dyn.init)(y0)
-
-    def dist(state):
-        x = jax.vmap(dyn.position)(state)
-        e = jax.vmap(norm)(x - center)
-        ok = jnp.all(jnp.isfinite(x), axis=-1) & jnp.isfinite(e)
-        return jnp.where(ok, e, jnp.inf)
-
-    def interval(carry, s):
-        def body(i, c):
-            state, run = c
-            j = s * save_every + i
-            state = vstep(dyn, state, j * dt, dt, keys, j)
-            return state, jnp.maximum(run, dist(state))
-
-        carry = jax.lax.fori_loop(0, save_every, body, carry)
-        return carry, carry[1]
-
-    _, runs = jax.lax.scan(interval, (state, dist(state)), jnp.arange(n_saves))
-    return jnp.swapaxes(runs, 0, 1)  # (n, n_saves)
-
-
 def max_excursion(
     dyn: AbstractDynamics,
     minimum,
@@ -524,7 +501,8 @@ def max_excursion(
     y0=None,
     chunk_size: int | None = None,
 ) -> tuple[Float[Array, " S"], Float[Array, "n S"]]:
-    """Running maximum of ``‖θ_t − θ*‖`` per path, without storing paths.
+    """Running maximum of ``‖θ_t − θ*‖`` per path, without storing paths (the engine run
+    with the :class:`sde_opt.RunningMax` observer).
 
     Paths are the ones :func:`sde_opt.simulate` draws with the same ``key`` (path ``i``
     from ``fold_in(key, i)``, step ``j`` from ``fold_in(fold_in(key, i), j)``).
@@ -545,13 +523,9 @@ def max_excursion(
     center = dyn.problem.check_params(minimum, "minimum")
     y0 = check_start(dyn, center if y0 is None else y0, n_paths)
     center = center.astype(y0.dtype)
-    norm = _euclidean if norm is None else norm
     n_saves = n_steps // save_every
-    parts = []
-    for n_valid, y0_c, keys in chunks(y0, key, chunk_size):
-        runs = _excursion_chunk(dyn, y0_c, center, keys, dt.astype(y0.dtype), n_saves, save_every, norm)
-        parts.append(runs[:n_valid])
-    runs = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+    observer = RunningMax(center, every=save_every) if norm is None else RunningMax(center, every=save_every, norm=norm)
+    runs, _ = run_observers(dyn, y0, observer, key=key, n_steps=n_saves * save_every, dt=dt, chunk_size=chunk_size)
     ts = jnp.arange(1, n_saves + 1, dtype=y0.dtype) * (save_every * dt.astype(y0.dtype))
     return ts, runs
 
