@@ -21,7 +21,8 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m sde_opt.demo --out demo_out
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q tests --nbmake notebooks --doctest-modules sde_opt
+	$(BIN)/python -m pytest -q tests --nbmake notebooks
+	$(BIN)/python -m pytest -q --doctest-modules sde_opt
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_engine.py

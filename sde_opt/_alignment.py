@@ -162,9 +162,9 @@ def _alignment_jit(op, key, k, n_probes, chunk_size, max_iter, tol):
     return _measure(op, key, k, n_probes, chunk_size, max_iter, tol)[0]
 
 
-def _check_alignment_args(problem, p, k, n_probes, group, chunk_size):
+def _check_alignment_args(problem, theta, k, n_probes, group, chunk_size):
     problem._need_data("alignment")
-    op = curvature_operator(problem, p, group=group)
+    op = curvature_operator(problem, theta, group=group)
     k = n_eigenpairs(k, op.dim)
     if k > max(problem.n_examples - 1, 1):
         raise ValueError(
@@ -180,9 +180,9 @@ def _check_alignment_args(problem, p, k, n_probes, group, chunk_size):
     return op, k, n_probes, chunk_size
 
 
-def alignment(problem: Problem, p, *, key: PRNGKeyArray, k: int = 5, n_probes: int | None = 32, group=None,
+def alignment(problem: Problem, theta, *, key: PRNGKeyArray, k: int = 5, n_probes: int | None = 32, group=None,
               chunk_size: int | None = None, max_iter: int | None = None) -> Alignment:
-    """Noise–curvature alignment of a finite-sum problem at ``p``.
+    """Noise–curvature alignment of a finite-sum problem at ``theta``.
 
     Args:
         problem: a problem with ``data``.
@@ -205,7 +205,7 @@ def alignment(problem: Problem, p, *, key: PRNGKeyArray, k: int = 5, n_probes: i
         >>> bool(al.ratio > 1 / 3)  # least squares at its minimum: D is shaped like H
         True
     """
-    op, k, n_probes, chunk_size = _check_alignment_args(problem, p, k, n_probes, group, chunk_size)
+    op, k, n_probes, chunk_size = _check_alignment_args(problem, theta, k, n_probes, group, chunk_size)
     max_iter = resolve_max_iter(max_iter, k, op.dim)
     return _alignment_jit(op, key, k, n_probes, chunk_size, max_iter, _default_tol(op.dtype))
 
@@ -223,11 +223,11 @@ def _trace_hd_jit(op, key, n_probes, chunk_size):
     return TraceEstimate(value=value, stderr=stderr, samples=samples, n_matvecs=n_probes)
 
 
-def trace_hd(problem: Problem, p, *, key: PRNGKeyArray | None = None, n_probes: int | None = 32, group=None,
+def trace_hd(problem: Problem, theta, *, key: PRNGKeyArray | None = None, n_probes: int | None = 32, group=None,
              chunk_size: int | None = None) -> TraceEstimate:
     """``Tr(H D)``: Hutchinson with ``n_probes`` probes (``zᵀHDz = (Hz)ᵀ(Dz)``), or exactly
     (``n_probes=None``) as ``(1/N) Σ gcᵢᵀ H gcᵢ`` with ``N`` Hessian-vector products."""
-    op, _, n_probes, chunk_size = _check_alignment_args(problem, p, 1, n_probes, group, chunk_size)
+    op, _, n_probes, chunk_size = _check_alignment_args(problem, theta, 1, n_probes, group, chunk_size)
     if n_probes is not None and key is None:
         raise ValueError("trace_hd with n_probes needs key=...; or pass n_probes=None for the exact trace.")
     return _trace_hd_jit(op, key, n_probes, chunk_size)
@@ -239,23 +239,23 @@ def _noise_scale_jit(op, chunk_size, scale):
     return scale * jnp.sum(gc**2) / gc.shape[0] / jnp.sum(gbar**2)
 
 
-def gradient_noise_scale(problem: Problem, p, *, group=None, chunk_size: int | None = None) -> Float[Array, ""]:
+def gradient_noise_scale(problem: Problem, theta, *, group=None, chunk_size: int | None = None) -> Float[Array, ""]:
     """The simple noise scale ``B_noise = Tr D / ‖∇L‖²`` (McCandlish et al. 2018)."""
-    op, _, _, chunk_size = _check_alignment_args(problem, p, 1, None, group, chunk_size)
+    op, _, _, chunk_size = _check_alignment_args(problem, theta, 1, None, group, chunk_size)
     return _noise_scale_jit(op, chunk_size, 1.0)
 
 
-def noise_to_signal(problem: Problem, p, batch_size: int, *, replacement: bool = True, group=None,
+def noise_to_signal(problem: Problem, theta, batch_size: int, *, replacement: bool = True, group=None,
                     chunk_size: int | None = None) -> Float[Array, ""]:
     """``Tr Var(g_B) / ‖∇L‖²``: the noise-to-signal ratio of a batch gradient of size ``B``
     (Li, Malladi & Arora 2021). ``B_noise / B`` with replacement; times ``(N−B)/(N−1)``
     without."""
-    op, _, _, chunk_size = _check_alignment_args(problem, p, 1, None, group, chunk_size)
+    op, _, _, chunk_size = _check_alignment_args(problem, theta, 1, None, group, chunk_size)
     b = positive_int("batch_size", batch_size, upper=problem.n_examples, upper_name="n_examples")
     return _noise_scale_jit(op, chunk_size, batch_factor(problem.n_examples, b, replacement))
 
 
-def noise_hessian_slope(problem: Problem, p, *, key: PRNGKeyArray, k: int = 10, group=None,
+def noise_hessian_slope(problem: Problem, theta, *, key: PRNGKeyArray, k: int = 10, group=None,
                         chunk_size: int | None = None):
     """Slope of ``B·Var(g_B)`` against ``H`` along ``H``'s top-``k`` eigenvectors.
 
@@ -263,7 +263,7 @@ def noise_hessian_slope(problem: Problem, p, *, key: PRNGKeyArray, k: int = 10, 
         ``(slope, hessian_values, noise_along_hessian)``: ``Σ λⱼqⱼ/Σ λⱼ²`` and the ``(k,)``
         pairs ``(λⱼ, qⱼ = vⱼᵀDvⱼ)`` to plot.
     """
-    op, k, _, chunk_size = _check_alignment_args(problem, p, k, None, group, chunk_size)
+    op, k, _, chunk_size = _check_alignment_args(problem, theta, k, None, group, chunk_size)
     return _slope_jit(op, key, k, chunk_size, resolve_max_iter(None, k, op.dim), _default_tol(op.dtype))
 
 

@@ -359,9 +359,9 @@ class CurvatureOperator(AbstractOperator):
         return self.theta.dtype
 
 
-def curvature_operator(problem: Problem, p, *, curvature: AbstractCurvature | None = None,
+def curvature_operator(problem: Problem, theta, *, curvature: AbstractCurvature | None = None,
                        group=None) -> CurvatureOperator:
-    """Bind a curvature (default :class:`Hessian`) to ``problem`` at flat parameters ``p``.
+    """Bind a curvature (default :class:`Hessian`) to ``problem`` at flat parameters ``theta``.
 
     Args:
         problem: the :class:`~sde_opt.Problem`.
@@ -384,7 +384,7 @@ def curvature_operator(problem: Problem, p, *, curvature: AbstractCurvature | No
         raise ValueError(f"curvature must be a curvature value such as so.curvature.Hessian(), got {type(curvature).__name__}.")
     if curvature.needs_data:
         problem._need_data(type(curvature).__name__)
-    theta = check_point(problem, p)
+    theta = check_point(problem, theta)
     span = resolve_group(problem, group)
     start, size = (0, int(theta.shape[0])) if span is None else span
     return CurvatureOperator(problem=problem, theta=theta, curvature=curvature, start=start, size=size)
@@ -395,10 +395,10 @@ def curvature_operator(problem: Problem, p, *, curvature: AbstractCurvature | No
 _CHECKED: dict[int, set] = {}
 
 
-def check_point(problem: Problem, p, name: str = "p") -> Float[Array, " d"]:
-    """``problem.check_params(p)``, with its checks of shape, dtype and the loss (a trace,
+def check_point(problem: Problem, theta, name: str = "theta") -> Float[Array, " d"]:
+    """``problem.check_params(theta)``, with its checks of shape, dtype and the loss (a trace,
     milliseconds) done once per problem and (shape, dtype); finite values every call."""
-    theta = jnp.asarray(p)
+    theta = jnp.asarray(theta)
     seen = _CHECKED.get(id(problem))
     sig = (theta.shape, str(theta.dtype))
     if seen is None or sig not in seen:
@@ -736,11 +736,11 @@ def eigs(op: AbstractOperator, k: int, *, key: PRNGKeyArray, which: str = "large
     return _eigs_jit(op, k, key, which, max_iter, tol, v0, bool(fixed_steps))
 
 
-def hessian_eigs(problem: Problem, p, k: int, *, key: PRNGKeyArray, which: str = "largest", group=None,
+def hessian_eigs(problem: Problem, theta, k: int, *, key: PRNGKeyArray, which: str = "largest", group=None,
                  curvature: AbstractCurvature | None = None, max_iter: int | None = None, tol: float | None = None,
                  v0=None):
     """Top-``k`` (``which="largest"``) or bottom-``k`` (``"smallest"``) eigenpairs of the
-    Hessian of ``problem`` at ``p``, matrix-free (Lanczos, see :func:`eigs`).
+    Hessian of ``problem`` at ``theta``, matrix-free (Lanczos, see :func:`eigs`).
 
     Returns:
         ``(values, vectors)``: ``(k,)`` sorted in the order asked for and ``(k, m)`` unit
@@ -755,7 +755,7 @@ def hessian_eigs(problem: Problem, p, k: int, *, key: PRNGKeyArray, which: str =
         >>> [round(float(v), 4) for v in vals]
         [5.0, 2.0]
     """
-    op = curvature_operator(problem, p, curvature=curvature, group=group)
+    op = curvature_operator(problem, theta, curvature=curvature, group=group)
     res = eigs(op, k, key=key, which=which, max_iter=max_iter, tol=tol, v0=v0)
     if is_concrete(res.converged) and not bool(res.converged):
         warnings.warn(
@@ -900,7 +900,7 @@ def trace(op: AbstractOperator, *, key: PRNGKeyArray, n_probes: int,
     return _trace_jit(op, key, n_probes, estimator)
 
 
-def hessian_trace(problem: Problem, p, *, key: PRNGKeyArray, n_probes: int, group=None,
+def hessian_trace(problem: Problem, theta, *, key: PRNGKeyArray, n_probes: int, group=None,
                   curvature: AbstractCurvature | None = None,
                   estimator: AbstractTraceEstimator | None = None) -> TraceEstimate:
     """``Tr ∇²L(p)`` (or of another curvature / a parameter group) from ``n_probes``
@@ -917,7 +917,7 @@ def hessian_trace(problem: Problem, p, *, key: PRNGKeyArray, n_probes: int, grou
         >>> round(float(tr.value), 4)  # Rademacher probes are exact on a diagonal matrix
         8.0
     """
-    op = curvature_operator(problem, p, curvature=curvature, group=group)
+    op = curvature_operator(problem, theta, curvature=curvature, group=group)
     return trace(op, key=key, n_probes=n_probes, estimator=estimator)
 
 
@@ -1006,9 +1006,9 @@ def spectral_density(op: AbstractOperator, *, key: PRNGKeyArray, n_probes: int =
     return _slq_jit(op, key, n_probes, n_iter)
 
 
-def hessian_density(problem: Problem, p, *, key: PRNGKeyArray, n_probes: int = 8, n_iter: int = 80, group=None,
+def hessian_density(problem: Problem, theta, *, key: PRNGKeyArray, n_probes: int = 8, n_iter: int = 80, group=None,
                     curvature: AbstractCurvature | None = None) -> SpectralDensity:
-    """Hessian spectral density of ``problem`` at ``p`` (SLQ, see :func:`spectral_density`).
+    """Hessian spectral density of ``problem`` at ``theta`` (SLQ, see :func:`spectral_density`).
 
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
@@ -1017,7 +1017,7 @@ def hessian_density(problem: Problem, p, *, key: PRNGKeyArray, n_probes: int = 8
         >>> round(float(dens.moment(1)), 3)  # Tr H / d
         5.5
     """
-    op = curvature_operator(problem, p, curvature=curvature, group=group)
+    op = curvature_operator(problem, theta, curvature=curvature, group=group)
     return spectral_density(op, key=key, n_probes=n_probes, n_iter=n_iter)
 
 

@@ -134,7 +134,7 @@ class _Sharpness(AbstractMeasurement):
 
 def train_with_sharpness(
     dyn: AbstractDynamics,
-    theta0,
+    y0,
     *,
     key: PRNGKeyArray,
     n_steps: int,
@@ -166,13 +166,13 @@ def train_with_sharpness(
         raise ValueError(f"dyn must be a dynamics such as so.GD(...), got {type(dyn).__name__}.")
     n_steps = positive_int("n_steps", n_steps)
     every = positive_int("every", every, upper=n_steps, upper_name="n_steps")
-    theta0 = dyn.problem.check_params(theta0, "theta0")
+    y0 = dyn.problem.check_params(y0, "y0")
     lr = dyn.natural_dt()
     if lr is None:
         raise ValueError(f"{type(dyn).__name__} has no step size; use a discrete optimizer such as so.GD.")
     n_records = n_steps // every + 1
-    max_iter = min(positive_int("max_iter", max_iter), theta0.shape[0])
-    _, rows = train_and_measure(dyn, theta0, key, _Sharpness(max_iter, bool(keep_params)), n_records, every)
+    max_iter = min(positive_int("max_iter", max_iter), y0.shape[0])
+    _, rows = train_and_measure(dyn, y0, key, _Sharpness(max_iter, bool(keep_params)), n_records, every)
     b = getattr(dyn, "batch_size", None)
     full = b is None or (dyn.problem.n_examples is not None and isinstance(dyn, GD))
     return SharpnessHistory(
@@ -193,7 +193,7 @@ class FlowPath(eqx.Module):
     n_solver_steps: Int[Array, ""]
 
 
-def gradient_flow_path(problem: Problem, theta0, ts, *, rtol=1e-6, atol=1e-8, max_steps: int = 200_000) -> FlowPath:
+def gradient_flow_path(problem: Problem, y0, ts, *, rtol=1e-6, atol=1e-8, max_steps: int = 200_000) -> FlowPath:
     """The gradient flow ``dθ/dt = −∇L(θ)`` from ``theta0``, saved at ``ts``: the package's
     one gradient-flow reference (every study that compares with the flow calls it). Solved
     by diffrax (Tsit5 with a PID controller at ``rtol``/``atol``). The flow sharpens as it
@@ -207,10 +207,10 @@ def gradient_flow_path(problem: Problem, theta0, ts, *, rtol=1e-6, atol=1e-8, ma
         >>> round(float(fp.params[1, 0]), 5)  # e^{-1}
         0.36788
     """
-    theta0 = problem.check_params(theta0, "theta0")
-    ys, reached, n = flow_path(GradientFlow(problem), theta0, ts, rtol=rtol, atol=atol, max_steps=max_steps)
+    y0 = problem.check_params(y0, "y0")
+    ys, reached, n = flow_path(GradientFlow(problem), y0, ts, rtol=rtol, atol=atol, max_steps=max_steps)
     loss = jax.vmap(lambda y: jnp.where(jnp.all(jnp.isfinite(y)), problem.loss(jnp.nan_to_num(y)), jnp.nan))(ys)
-    return FlowPath(ts=jnp.asarray(ts, theta0.dtype), params=ys, loss=loss, reached=reached, n_solver_steps=n)
+    return FlowPath(ts=jnp.asarray(ts, y0.dtype), params=ys, loss=loss, reached=reached, n_solver_steps=n)
 
 
 def departure_step(hist: SharpnessHistory, flow: FlowPath, *, tol: float = 0.05) -> tuple[int, np.ndarray]:
@@ -286,7 +286,7 @@ class EdgeOfStability(eqx.Module):
 
 def edge_of_stability(
     problem: Problem,
-    theta0,
+    y0,
     *,
     key: PRNGKeyArray,
     lrs,
@@ -307,17 +307,17 @@ def edge_of_stability(
     from it. For each ``B`` in ``batch_sizes``: SGD at ``sgd_lr`` (default ``lrs[0]``).
     See :class:`EdgeOfStability`.
     """
-    theta0 = problem.check_params(theta0, "theta0")
+    y0 = problem.check_params(y0, "y0")
     lrs = [float(lr) for lr in lrs]
     med, within, first, gds, flows = [], [], [], [], []
     k_gd, k_sgd, k_flow = jr.split(key, 3)
     for i, lr in enumerate(lrs):
-        hist = train_with_sharpness(GD(problem, lr), theta0, key=jr.fold_in(k_gd, i), n_steps=n_steps, every=every,
+        hist = train_with_sharpness(GD(problem, lr), y0, key=jr.fold_in(k_gd, i), n_steps=n_steps, every=every,
                                     keep_params=flow, max_iter=max_iter)
         s = hist.summary(tol=0.1)
         med.append(s.median_ratio), within.append(s.frac_within_tol), first.append(s.first_step_near)
         if flow:
-            fp = gradient_flow_path(problem, theta0, np.asarray(hist.steps) * lr, rtol=flow_rtol,
+            fp = gradient_flow_path(problem, y0, np.asarray(hist.steps) * lr, rtol=flow_rtol,
                                     atol=flow_rtol * 1e-2, max_steps=flow_max_steps)
             step, rel = departure_step(hist, fp, tol=departure_tol)
             sharp = sharpness_along(problem, fp.params, key=jr.fold_in(k_flow, i), max_iter=max_iter)
@@ -328,7 +328,7 @@ def edge_of_stability(
                                         sharpness_departure=int(np.asarray(hist.steps)[apart[0]]) if apart.size else -1))
         gds.append(eqx.tree_at(lambda h: h.params, hist, jnp.zeros((hist.params.shape[0], 0), hist.params.dtype)))
     sgd_lr = lrs[0] if sgd_lr is None else float(sgd_lr)
-    sgds = [train_with_sharpness(SGD(problem, sgd_lr, int(b)), theta0, key=jr.fold_in(k_sgd, j), n_steps=n_steps,
+    sgds = [train_with_sharpness(SGD(problem, sgd_lr, int(b)), y0, key=jr.fold_in(k_sgd, j), n_steps=n_steps,
                                  every=every, max_iter=max_iter) for j, b in enumerate(batch_sizes)]
     return EdgeOfStability(
         lrs=np.asarray(lrs), gd=tuple(gds), flow=tuple(flows), sgd_lr=sgd_lr,

@@ -232,7 +232,7 @@ def fit_log_slope(x, tau, low, high):
     return fit.slope, fit.stderr
 
 
-def equal_trace_noises(hessian, total_variance=None, *, covariance_source=None, at=None) -> dict[str, AbstractNoise]:
+def equal_trace_noises(hessian, total_variance=None, *, covariance_source=None, theta=None) -> dict[str, AbstractNoise]:
     """Noise shapes of equal total variance ``Tr D`` around a minimum with Hessian ``H``
     (Zhu et al. 2019): isotropic, the diagonal of ``H``, ``H`` itself, ``H``'s top
     eigenvector, and, given a finite-sum ``covariance_source`` and the minimum ``at``, the
@@ -250,7 +250,7 @@ def equal_trace_noises(hessian, total_variance=None, *, covariance_source=None, 
         "top_eigvec": ConstantNoise(tr * np.outer(top, top)),
     }
     if covariance_source is not None:
-        d_at = MinibatchNoise().covariance(covariance_source, jnp.asarray(at))
+        d_at = MinibatchNoise().covariance(covariance_source, jnp.asarray(theta))
         out["covariance"] = ScaledNoise(MinibatchNoise(), tr / float(jnp.trace(d_at)), source=covariance_source)
     return out
 
@@ -289,7 +289,7 @@ def sharp_to_flat(problem=None, noises: dict | None = None, *, lr=0.05, batch_si
     minima = problem.info["minima"]
     if noises is None:
         fs = landscapes.perturbed_sum(problem, n_examples=64, shift_std=shift_std, key=jr.fold_in(key, 10_000))
-        noises = equal_trace_noises(problem.info["hessians_min"][0], covariance_source=fs, at=minima[0])
+        noises = equal_trace_noises(problem.info["hessians_min"][0], covariance_source=fs, theta=minima[0])
     region = CloserToOther(minima, home=0)
     frac, se, mt = [], [], []
     bar = Progress(len(noises), "sharp -> flat", progress)

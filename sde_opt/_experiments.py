@@ -109,7 +109,7 @@ class GDAgainstFlow(eqx.Module):
         return np.linalg.norm(self.xs[i] - self.flow_at[i], axis=-1)
 
 
-def gd_against_flow(problem: Problem, x0, lrs, t1: float) -> GDAgainstFlow:
+def gd_against_flow(problem: Problem, y0, lrs, t1: float) -> GDAgainstFlow:
     """Gradient descent at each learning rate in ``lrs`` against the gradient flow, on the
     common SDE time axis ``t = k · lr``, up to time ``t1``.
 
@@ -117,17 +117,17 @@ def gd_against_flow(problem: Problem, x0, lrs, t1: float) -> GDAgainstFlow:
     adaptive, rtol 1e-6) on the union of the GD time grids, so ``flow_at[i]`` is the flow
     exactly at the times of GD run ``i``.
     """
-    x0 = jnp.asarray(x0, dtype=jnp.result_type(float))
+    y0 = jnp.asarray(y0, dtype=jnp.result_type(float))
     lrs = [float(lr) for lr in lrs]
     ts, xs, grids = [], [], []
     for lr in lrs:
         n_steps = int(round(t1 / lr))
-        ens = simulate(GD(problem, lr), x0, key=jr.key(0), n_paths=1, n_steps=n_steps)
+        ens = simulate(GD(problem, lr), y0, key=jr.key(0), n_paths=1, n_steps=n_steps)
         ts.append(np.asarray(ens.ts, dtype=np.float64))
         xs.append(np.asarray(ens.ys[0]))
         grids.append(np.round(np.arange(n_steps + 1) * lr, 12))
     union = np.unique(np.concatenate(grids))
-    flow = np.asarray(gradient_flow_path(problem, x0, union).params)
+    flow = np.asarray(gradient_flow_path(problem, y0, union).params)
     return GDAgainstFlow(lrs=np.asarray(lrs), ts=tuple(ts), xs=tuple(xs),
                          flow_at=tuple(flow[np.searchsorted(union, grid)] for grid in grids), flow_t=union, flow_x=flow)
 

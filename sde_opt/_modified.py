@@ -171,7 +171,7 @@ class SGDFlowErrors(eqx.Module):
     slope_sgd_modified: float
 
 
-def gd_modified_flow_errors(problem: Problem, theta0, lrs, t1) -> GDFlowErrors:
+def gd_modified_flow_errors(problem: Problem, y0, lrs, t1) -> GDFlowErrors:
     """GD against gradient flow and against the modified flow of ``L + (lr/4)‖∇L‖²``, at
     time ``t1`` (``t1/lr`` GD steps from ``theta0``; a whole number for each ``lr``).
 
@@ -187,20 +187,20 @@ def gd_modified_flow_errors(problem: Problem, theta0, lrs, t1) -> GDFlowErrors:
         (1, 2)
     """
     lrs = [float(lr) for lr in lrs]
-    theta0 = jnp.asarray(theta0)
-    ref_flow = _flow_at(GradientFlow(problem), theta0, t1)
+    y0 = jnp.asarray(y0)
+    ref_flow = _flow_at(GradientFlow(problem), y0, t1)
     e_flow, e_mod = [], []
     for lr in lrs:
         k = _steps(t1, lr)
-        gd = simulate(GD(problem, lr), theta0, key=jax.random.key(0), n_paths=1, n_steps=k, save_every=k)
+        gd = simulate(GD(problem, lr), y0, key=jax.random.key(0), n_paths=1, n_steps=k, save_every=k)
         x = np.asarray(gd.ys[0, -1])
         e_flow.append(float(np.linalg.norm(x - ref_flow)))
-        e_mod.append(float(np.linalg.norm(x - _flow_at(ModifiedFlow(problem, lr), theta0, t1))))
+        e_mod.append(float(np.linalg.norm(x - _flow_at(ModifiedFlow(problem, lr), y0, t1))))
     return GDFlowErrors(lrs=np.array(lrs), err_flow=np.array(e_flow), err_modified=np.array(e_mod),
                         slope_flow=power_law_exponent(lrs, e_flow), slope_modified=power_law_exponent(lrs, e_mod))
 
 
-def sgd_modified_flow_errors(problem: Problem, theta0, lrs, batch_size, t1, *, key,
+def sgd_modified_flow_errors(problem: Problem, y0, lrs, batch_size, t1, *, key,
                              n_paths: int = 1000) -> SGDFlowErrors:
     """The mean of SGD with random reshuffling (:class:`sde_opt.ShuffledSGD`) at time
     ``t1`` (a whole number of epochs for every ``lr``) against gradient flow, GD's modified
@@ -209,22 +209,22 @@ def sgd_modified_flow_errors(problem: Problem, theta0, lrs, batch_size, t1, *, k
     See :class:`SGDFlowErrors`.
     """
     lrs = [float(lr) for lr in lrs]
-    theta0 = jnp.asarray(theta0)
+    y0 = jnp.asarray(y0)
     m = problem.n_examples // batch_size
-    ref_flow = _flow_at(GradientFlow(problem), theta0, t1)
+    ref_flow = _flow_at(GradientFlow(problem), y0, t1)
     out = {"flow": [], "gd_modified": [], "sgd_modified": []}
     ses = []
     for i, lr in enumerate(lrs):
         k = _steps(t1, lr, m)
-        ens = simulate(ShuffledSGD(problem, lr, batch_size), theta0, key=jax.random.fold_in(key, i), n_paths=n_paths,
+        ens = simulate(ShuffledSGD(problem, lr, batch_size), y0, key=jax.random.fold_in(key, i), n_paths=n_paths,
                        n_steps=k, save_every=k)
         final = np.asarray(ens.final)
         mean = final.mean(axis=0)
         ses.append(float(np.linalg.norm(final.std(axis=0, ddof=1)) / np.sqrt(n_paths)))
         out["flow"].append(float(np.linalg.norm(mean - ref_flow)))
-        out["gd_modified"].append(float(np.linalg.norm(mean - _flow_at(ModifiedFlow(problem, lr), theta0, t1))))
+        out["gd_modified"].append(float(np.linalg.norm(mean - _flow_at(ModifiedFlow(problem, lr), y0, t1))))
         sgd_flow = SGDModifiedFlow(problem, lr, batch_size)
-        out["sgd_modified"].append(float(np.linalg.norm(mean - _flow_at(sgd_flow, theta0, t1))))
+        out["sgd_modified"].append(float(np.linalg.norm(mean - _flow_at(sgd_flow, y0, t1))))
     return SGDFlowErrors(
         lrs=np.array(lrs), se=np.array(ses), err_flow=np.array(out["flow"]), err_gd_modified=np.array(out["gd_modified"]),
         err_sgd_modified=np.array(out["sgd_modified"]), slope_flow=power_law_exponent(lrs, out["flow"]),

@@ -112,11 +112,11 @@ class NoiseCovariance(AbstractCurvature):
         return mv_streamed
 
 
-def noise_operator(problem: Problem, p, *, group=None, chunk_size: int | None = None) -> CurvatureOperator:
+def noise_operator(problem: Problem, theta, *, group=None, chunk_size: int | None = None) -> CurvatureOperator:
     """The operator ``v ↦ D(p) v`` (optionally of a parameter group, streamed in chunks)."""
     if chunk_size is not None:
         chunk_size = positive_int("chunk_size", chunk_size)
-    return curvature_operator(problem, p, curvature=NoiseCovariance(chunk_size), group=group)
+    return curvature_operator(problem, theta, curvature=NoiseCovariance(chunk_size), group=group)
 
 
 def _centred_grads(op: CurvatureOperator, chunk_size):
@@ -198,7 +198,7 @@ def _use_streaming(op: CurvatureOperator, streaming) -> bool:
     return n > _GRAM_MAX_EXAMPLES or n * op.dim > _GRAM_MAX_FLOATS
 
 
-def noise_eigs(problem: Problem, p, k: int, *, group=None, chunk_size: int | None = None, streaming: bool | None = None,
+def noise_eigs(problem: Problem, theta, k: int, *, group=None, chunk_size: int | None = None, streaming: bool | None = None,
                key=None, max_iter: int | None = None):
     """Top-``k`` eigenpairs of the mini-batch noise covariance ``D(p)`` without a ``d × d``
     matrix.
@@ -232,7 +232,7 @@ def noise_eigs(problem: Problem, p, k: int, *, group=None, chunk_size: int | Non
     """
     if chunk_size is not None:
         chunk_size = positive_int("chunk_size", chunk_size)
-    op = noise_operator(problem, p, group=group)
+    op = noise_operator(problem, theta, group=group)
     k = n_eigenpairs(k, op.dim)
     if _use_streaming(op, streaming):
         chunk = chunk_size or problem.chunk_size or 256
@@ -271,18 +271,18 @@ def _noise_trace(op: CurvatureOperator, chunk_size):
     return _scan_examples(problem, sq_step, jnp.zeros((), u.dtype), chunk_size) / n
 
 
-def noise_trace(problem: Problem, p, *, group=None, chunk_size: int | None = None) -> Float[Array, ""]:
+def noise_trace(problem: Problem, theta, *, group=None, chunk_size: int | None = None) -> Float[Array, ""]:
     """``Tr D(p) = (1/N) Σ ‖∇fᵢ − ∇L‖²``, exact (two streamed passes when ``chunk_size``
     is given, so memory stays at one chunk of gradients)."""
     if chunk_size is not None:
         chunk_size = positive_int("chunk_size", chunk_size)
-    op = noise_operator(problem, p, group=group)
+    op = noise_operator(problem, theta, group=group)
     return _noise_trace(op, chunk_size)
 
 
-def centred_gradients(problem: Problem, p, *, group=None, chunk_size: int | None = None) -> Float[Array, "n m"]:
+def centred_gradients(problem: Problem, theta, *, group=None, chunk_size: int | None = None) -> Float[Array, "n m"]:
     """The ``N × m`` centred per-example gradients ``Gc`` with ``D = GcᵀGc/N``."""
-    op = noise_operator(problem, p, group=group)
+    op = noise_operator(problem, theta, group=group)
     return _centred_grads_jit(op, chunk_size)
 
 

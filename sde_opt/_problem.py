@@ -247,7 +247,10 @@ class Problem(eqx.Module):
             raise ValueError(f"{name} must be floating point, got dtype {theta.dtype}.")
         if is_concrete(theta) and not bool(jnp.all(jnp.isfinite(theta))):
             raise ValueError(f"{name} contains non-finite values (nan or inf); start from a finite point.")
-        jax.eval_shape(self.loss, theta)  # raises a ValueError if the loss is not scalar
+        # raises a ValueError if the loss is not scalar. A fresh closure, not the bound method:
+        # jax caches on the function, and equinox compares bound methods leaf by leaf, which
+        # fails when the problem's data are tracers (a problem built inside vmap)
+        jax.eval_shape(lambda th: self.loss(th), theta)
         return theta
 
     # ------------------------------------------------------------------ streaming

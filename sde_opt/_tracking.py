@@ -131,7 +131,7 @@ class _Curvature(AbstractMeasurement):
         return row, (v_h, v_d)
 
 
-def track(problem: Problem, optimizer, theta0, *, key: PRNGKeyArray, n_steps: int, every: int,
+def track(problem: Problem, optimizer, y0, *, key: PRNGKeyArray, n_steps: int, every: int,
           batch_size: int | None = None, replacement: bool = True, k: int = 1, n_probes: int = 16,
           noise: bool | None = None, group=None, chunk_size: int | None = None,
           max_iter: int | None = None) -> History:
@@ -172,8 +172,8 @@ def track(problem: Problem, optimizer, theta0, *, key: PRNGKeyArray, n_steps: in
         >>> hist.sharpness.shape
         (3, 1)
     """
-    op = curvature_operator(problem, theta0, group=group)
-    theta0 = op.theta
+    op = curvature_operator(problem, y0, group=group)
+    y0 = op.theta
     n_steps = positive_int("n_steps", n_steps)
     every = positive_int("every", every, upper=n_steps, upper_name="n_steps")
     k = n_eigenpairs(k, op.dim)
@@ -190,9 +190,9 @@ def track(problem: Problem, optimizer, theta0, *, key: PRNGKeyArray, n_steps: in
     max_iter = resolve_max_iter(max_iter, k, op.dim)
     dyn = OptaxDynamics(problem, optimizer, batch_size, replacement)
     n_records = n_steps // every + 1
-    measurement = _Curvature(k, n_probes, chunk_size, max_iter, _default_tol(theta0.dtype), with_noise,
+    measurement = _Curvature(k, n_probes, chunk_size, max_iter, _default_tol(y0.dtype), with_noise,
                              op.start, op.size)
-    final, rows = train_and_measure(dyn, theta0, key, measurement, n_records, every)
+    final, rows = train_and_measure(dyn, y0, key, measurement, n_records, every)
     return History(step=jnp.arange(n_records) * every, final=final, **rows)
 
 
