@@ -11,7 +11,6 @@ holds one chunk of gradients at a time.
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import equinox as eqx
@@ -30,7 +29,7 @@ from ._curvature import (
     curvature_operator,
     eigs,
 )
-from ._chunking import _unroll, map_examples
+from ._chunking import _unroll, map_examples, split_chunks
 from ._problem import Problem
 
 # above these sizes noise_eigs streams (Lanczos on D·v) instead of forming the Gram matrix
@@ -47,15 +46,8 @@ def _scan_examples(problem: Problem, fn, init, chunk_size: int):
     (the last one padded, with ``mask`` false on the padding)."""
     n = problem.n_examples
     c = min(chunk_size, n)
-    n_chunks = math.ceil(n / c)
-    pad = n_chunks * c - n
-
-    def reshape(x):
-        if pad:
-            x = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)])
-        return x.reshape((n_chunks, c) + x.shape[1:])
-
-    data = jax.tree_util.tree_map(reshape, problem.data)
+    data = split_chunks(problem.data, n, c)
+    n_chunks = jax.tree_util.tree_leaves(data)[0].shape[0]
     mask = (jnp.arange(n_chunks * c) < n).reshape(n_chunks, c)
     carry, _ = jax.lax.scan(lambda carry, xs: (fn(carry, *xs), None), init, (data, mask), unroll=_unroll(n_chunks))
     return carry
