@@ -20,8 +20,8 @@ CONTRACT = (
     "ou_stationary_covariance", "hessian_eigs", "hessian_trace", "noise_eigs", "landscapes",
 )
 
-# `from sde_opt._x import`, `import sde_opt._x`, `from sde_opt import _x`, `sde_opt._x`, `so._x`,
-# `so.problems._x`: any private module or name reached from outside the package
+# a private module or name reached from outside the package: an import of a module whose name starts
+# with an underscore (by any of the import forms), or an attribute such as so._x or so.problems._x
 PRIVATE = re.compile(
     r"(from\s+sde_opt(\.\w+)*\s+import\s+\(?\s*_\w)|(import\s+sde_opt(\.\w+)*\._)|\b(sde_opt|so)(\.[a-z]\w*)*\._[a-z]\w*"
 )
