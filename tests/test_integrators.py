@@ -50,6 +50,21 @@ def test_substeps_one_is_simulate_and_the_dynamics_own_step():
     np.testing.assert_allclose(own, ens.ys, rtol=1e-14)
 
 
+@pytest.mark.parametrize("d", [1, 3, 4, 8, 16, 37, 100])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_batched_normals_are_the_per_path_draws(d, dtype):
+    """The engine's batched normals (a fused threefry for some sizes, jax.random's kernel for
+    others) are the numbers each path's own step draws from ``fold_in(fold_in(key, i), j)``."""
+    prob = so.landscapes.quadratic(jnp.eye(d, dtype=dtype))
+    sde = so.SGDSDE(prob, lr=0.05, batch_size=1, noise=so.IsotropicNoise(1.0))
+    kw = dict(key=jr.key(3), n_paths=7, n_steps=3)
+    y0 = jnp.ones(d, dtype)
+    batched = so.observe(sde, y0, so.SavePositions(), integrator=so.EulerMaruyama(), **kw)["ys"]
+    own = so.observe(sde, y0, so.SavePositions(), integrator=so.OwnStep(), **kw)["ys"]
+    assert batched.dtype == dtype
+    np.testing.assert_allclose(batched, own, rtol=4 * float(jnp.finfo(dtype).eps), atol=0)
+
+
 @pytest.mark.parametrize("m", [1, 8])
 def test_substeps_have_the_law_of_the_fine_chain(m):
     """Euler–Maruyama with step h = lr/m on the OU process is the AR(1) chain
