@@ -133,6 +133,13 @@ def n_eigenpairs(k, dim: int) -> int:
     return int(k)
 
 
+def loop_mode(loop) -> str:
+    """``loop`` of the iterative curvature estimators: ``"auto"``, ``"device"`` or ``"host"``."""
+    if loop not in ("auto", "device", "host"):
+        raise ValueError(f'loop must be "auto", "device" or "host", got {loop!r}.')
+    return loop
+
+
 def which_end(which: str) -> str:
     """``"largest"`` or ``"smallest"``: which end of a spectrum."""
     if which not in ("largest", "smallest"):

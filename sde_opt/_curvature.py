@@ -43,7 +43,8 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import check_operator, is_concrete, n_eigenpairs, positive_int, which_end
+from ._checks import check_operator, is_concrete, loop_mode, n_eigenpairs, positive_int, which_end
+from ._chunking import loops_are_slow
 from ._io import register_result
 from ._problem import Problem
 
@@ -457,6 +458,53 @@ def _orthogonalise(Q, w, j):
     return jax.lax.cond(again, lambda x: _project_out(Q, x, j), lambda x: x, w1)
 
 
+def _lanczos_init(v0, n_iter: int, check=None):
+    """The loop state ``(i, Q, alpha, beta, done, aux)`` before the first step."""
+    n, dtype = v0.shape[0], v0.dtype
+    rows = -(-n_iter // _BLOCK) * _BLOCK  # padded to whole blocks; rows >= n_iter stay zero
+    Q = jnp.zeros((rows, n), dtype).at[0].set(v0)
+    alpha = jnp.zeros((n_iter,), dtype)
+    beta = jnp.zeros((n_iter,), dtype)
+    if check is None:
+        aux0 = None
+    else:
+        shapes = jax.eval_shape(lambda: check(alpha, beta, jnp.asarray(n_iter)))[1]
+        aux0 = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+    return jnp.zeros((), jnp.int32), Q, alpha, beta, jnp.zeros((), bool), aux0
+
+
+def _lanczos_step(mv, carry, n_iter: int, offset, check=None, min_iter: int = 1):
+    """One Lanczos step (one product ``mv``): the body of both drivers of :func:`_lanczos`."""
+    i, Q, alpha, beta, _, aux = carry
+    n, dtype = Q.shape[1], Q.dtype
+    eps = float(jnp.finfo(dtype).eps)
+    thresh = eps * max(64.0, 4.0 * math.sqrt(n))
+    q = Q[i]
+    w = mv(q)
+    hq = jnp.linalg.norm(w)
+    a = jnp.vdot(q, w)
+    prev = jnp.maximum(i - 1, 0)
+    w = w - a * q - jnp.where(i > 0, beta[prev], 0.0) * Q[prev]
+    w = _orthogonalise(Q, w, i + 1)
+    b = jnp.linalg.norm(w)
+    broke = b <= thresh * hq
+
+    def restart(_):
+        z = _scrambled(i + 1, n, dtype, offset)
+        z = _project_out(Q, _project_out(Q, z, i + 1), i + 1)  # a random vector: twice is enough
+        return z / jnp.linalg.norm(z), jnp.zeros((), dtype)
+
+    q_next, b = jax.lax.cond(broke, restart, lambda _: (w / jnp.where(b > 0, b, 1), b), None)
+    Q = Q.at[i + 1].set(jnp.where(i + 1 < n_iter, q_next, 0.0), mode="drop")
+    alpha = alpha.at[i].set(a)
+    beta = beta.at[i].set(b)
+    done = jnp.zeros((), bool)
+    if check is not None:
+        j = i + 1
+        done, aux = jax.lax.cond(j >= min_iter, lambda: check(alpha, beta, j), lambda: (done, aux))
+    return i + 1, Q, alpha, beta, done, aux
+
+
 def _lanczos(mv, v0, key, n_iter: int, check=None, min_iter: int = 1):
     """Lanczos with full reorthogonalisation for ``n_iter`` steps, or until ``check`` says so.
 
@@ -468,55 +516,44 @@ def _lanczos(mv, v0, key, n_iter: int, check=None, min_iter: int = 1):
     basis ``Q`` (rows ``< j``) and the number of steps ``j``. On breakdown (an invariant
     subspace, e.g. repeated eigenvalues) the next vector restarts from a random direction
     orthogonal to ``Q`` and ``beta`` is 0 there, so ``T`` becomes block diagonal.
+
+    This is the device driver (one ``while_loop``, traceable); :func:`_lanczos_host` runs
+    the same step from Python.
     """
-    n = v0.shape[0]
-    dtype = v0.dtype
-    eps = float(jnp.finfo(dtype).eps)
-    thresh = eps * max(64.0, 4.0 * math.sqrt(n))
-    rows = -(-n_iter // _BLOCK) * _BLOCK  # padded to whole blocks; rows >= n_iter stay zero
-    Q = jnp.zeros((rows, n), dtype).at[0].set(v0)
-    alpha = jnp.zeros((n_iter,), dtype)
-    beta = jnp.zeros((n_iter,), dtype)
-    if check is None:
-        aux0 = None
-    else:
-        shapes = jax.eval_shape(lambda: check(alpha, beta, jnp.asarray(n_iter)))[1]
-        aux0 = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-
-    def body(carry):
-        i, Q, alpha, beta, _, aux = carry
-        q = Q[i]
-        w = mv(q)
-        hq = jnp.linalg.norm(w)
-        a = jnp.vdot(q, w)
-        prev = jnp.maximum(i - 1, 0)
-        w = w - a * q - jnp.where(i > 0, beta[prev], 0.0) * Q[prev]
-        w = _orthogonalise(Q, w, i + 1)
-        b = jnp.linalg.norm(w)
-        broke = b <= thresh * hq
-
-        def restart(_):
-            z = _scrambled(i + 1, n, dtype, offset)
-            z = _project_out(Q, _project_out(Q, z, i + 1), i + 1)  # a random vector: twice is enough
-            return z / jnp.linalg.norm(z), jnp.zeros((), dtype)
-
-        q_next, b = jax.lax.cond(broke, restart, lambda _: (w / jnp.where(b > 0, b, 1), b), None)
-        Q = Q.at[i + 1].set(jnp.where(i + 1 < n_iter, q_next, 0.0), mode="drop")
-        alpha = alpha.at[i].set(a)
-        beta = beta.at[i].set(b)
-        done = jnp.zeros((), bool)
-        if check is not None:
-            j = i + 1
-            done, aux = jax.lax.cond(j >= min_iter, lambda: check(alpha, beta, j), lambda: (done, aux))
-        return i + 1, Q, alpha, beta, done, aux
+    offset = _key_offset(key, v0.dtype)  # makes the restart directions depend on the key
 
     def cond(carry):
         i, _, _, _, done, _ = carry
         return (i < n_iter) & ~done
 
-    offset = _key_offset(key, dtype)  # makes the restart directions depend on the key
-    init = (jnp.zeros((), jnp.int32), Q, alpha, beta, jnp.zeros((), bool), aux0)
-    j, Q, alpha, beta, _, aux = jax.lax.while_loop(cond, body, init)
+    carry = jax.lax.while_loop(cond, lambda c: _lanczos_step(mv, c, n_iter, offset, check, min_iter),
+                               _lanczos_init(v0, n_iter, check))
+    j, Q, alpha, beta, _, aux = carry
+    return alpha, beta, Q[:n_iter], j, aux
+
+
+@eqx.filter_jit
+def _lanczos_host_step(op, carry, n_iter: int, offset, make_check, check_args, min_iter: int):
+    check = None if make_check is None else make_check(*check_args)
+    return _lanczos_step(op.linear(), carry, n_iter, offset, check, min_iter)
+
+
+@eqx.filter_jit
+def _lanczos_host_init(v0, n_iter: int, make_check, check_args):
+    return _lanczos_init(v0, n_iter, None if make_check is None else make_check(*check_args))
+
+
+def _lanczos_host(op, v0, key, n_iter: int, make_check=None, check_args=(), min_iter: int = 1):
+    """:func:`_lanczos` with the loop in Python: each step (one product of ``op``, the
+    reorthogonalisation and the stopping test) is one compiled call, so a product never
+    runs inside a compiled loop. The same steps and the same numbers as the device driver
+    (to rounding: the step compiles alone). ``make_check(*check_args)`` builds ``check``
+    (a module-level function and its arguments, so the step compiles once per shape)."""
+    offset = _key_offset(key, v0.dtype)
+    carry = _lanczos_host_init(v0, n_iter, make_check, check_args)
+    while int(carry[0]) < n_iter and not bool(carry[4]):
+        carry = _lanczos_host_step(op, carry, n_iter, offset, make_check, check_args, min_iter)
+    j, Q, alpha, beta, _, aux = carry
     return alpha, beta, Q[:n_iter], j, aux
 
 
@@ -657,6 +694,24 @@ def _min_iter(k: int) -> int:
     return max(2 * k + 1, 20)
 
 
+def _eigs_check(k: int, which: str, key, tol: float):
+    """The converged mode's stopping test: every wanted residual below ``tol · ‖M‖``."""
+
+    def check(alpha, beta, j):
+        vals, s, resid, scale = _ritz(alpha, beta, j, k, which, key)
+        return jnp.all(resid <= tol * scale) & (j >= k), (vals, s, resid, scale)
+
+    return check
+
+
+def _eigs_result(alpha, beta, Q, j, aux, k: int, which: str, tol: float, fixed: bool) -> EigResult:
+    vals, s, resid, scale = _ritz_dense(alpha, beta, k, which) if fixed else aux
+    vecs = s @ Q
+    vecs = vecs / jnp.linalg.norm(vecs, axis=1, keepdims=True)
+    converged = jnp.all(resid <= tol * scale)
+    return EigResult(values=vals, vectors=vecs, residuals=resid, n_iter=j, converged=converged)
+
+
 def _eigs_kernel(mv, v, k_lanczos, k_ritz, k: int, which: str, n_iter: int, tol: float, fixed: bool) -> EigResult:
     """The one Lanczos eigensolver (traceable, no checks), from the unit start ``v``.
 
@@ -665,21 +720,9 @@ def _eigs_kernel(mv, v, k_lanczos, k_ritz, k: int, which: str, n_iter: int, tol:
     ``n_iter`` steps, no test inside the loop and one dense ``eigh`` of ``T`` at the end
     (:func:`_ritz_dense`): a smaller graph, for a training scan; ``converged`` reports
     whether ``tol`` was met at the end."""
-    if fixed:
-        alpha, beta, Q, j, _ = _lanczos(mv, v, k_lanczos, n_iter)
-        vals, s, resid, scale = _ritz_dense(alpha, beta, k, which)
-    else:
-
-        def check(alpha, beta, j):
-            vals, s, resid, scale = _ritz(alpha, beta, j, k, which, k_ritz)
-            return jnp.all(resid <= tol * scale) & (j >= k), (vals, s, resid, scale)
-
-        min_iter = min(n_iter, _min_iter(k))
-        _, _, Q, j, (vals, s, resid, scale) = _lanczos(mv, v, k_lanczos, n_iter, check=check, min_iter=min_iter)
-    vecs = s @ Q
-    vecs = vecs / jnp.linalg.norm(vecs, axis=1, keepdims=True)
-    converged = jnp.all(resid <= tol * scale)
-    return EigResult(values=vals, vectors=vecs, residuals=resid, n_iter=j, converged=converged)
+    check = None if fixed else _eigs_check(k, which, k_ritz, tol)
+    min_iter = 1 if fixed else min(n_iter, _min_iter(k))
+    return _eigs_result(*_lanczos(mv, v, k_lanczos, n_iter, check, min_iter), k, which, tol, fixed)
 
 
 @eqx.filter_jit
@@ -689,8 +732,47 @@ def _eigs_jit(op, k: int, key, which: str, max_iter: int, tol: float, v0, fixed:
     return _eigs_kernel(op.linear(), v, k_lanczos, k_ritz, k, which, max_iter, tol, fixed)
 
 
+_eigs_result_jit = eqx.filter_jit(_eigs_result)
+_start_vector_jit = eqx.filter_jit(_start_vector)
+
+
+def _eigs_host(op, k: int, key, which: str, max_iter: int, tol: float, v0, fixed: bool = False):
+    """:func:`_eigs_jit` with the Lanczos loop in Python (:func:`_lanczos_host`)."""
+    k_start, k_lanczos, k_ritz = jr.split(key, 3)
+    v = _start_vector_jit(k_start, op.dim, op.dtype, v0)
+    make, args = (None, ()) if fixed else (_eigs_check, (k, which, k_ritz, tol))
+    min_iter = 1 if fixed else min(max_iter, _min_iter(k))
+    out = _lanczos_host(op, v, k_lanczos, max_iter, make, args, min_iter)
+    return _eigs_result_jit(*out, k, which, tol, fixed)
+
+
+def resolve_loop(loop: str, op: AbstractOperator) -> str:
+    """Where an iterative estimator's loop over products runs. ``"device"``: one compiled
+    loop (``while_loop``/``lax.map``), no host round trip per product. ``"host"``: a Python
+    loop, one compiled call per step, for products that run slowly inside a compiled loop
+    (convolutions on CPU, see :func:`sde_opt._chunking.loops_are_slow`: on a 151k-parameter
+    CNN a Lanczos step cost 300-500 HVPs inside the loop). ``"auto"``: host exactly then."""
+    loop = loop_mode(loop)
+    traced = not all(is_concrete(x) for x in jax.tree_util.tree_leaves(eqx.filter(op, eqx.is_array)))
+    if loop == "host" and traced:
+        raise ValueError('loop="host" runs the loop in Python and cannot be traced (inside jit, vmap or grad); '
+                         'use loop="device" or call it outside the transformation.')
+    if loop != "auto":
+        return loop
+    if traced:
+        return "device"
+    probe = jax.ShapeDtypeStruct((op.dim,), op.dtype)
+    return "host" if loops_are_slow(lambda v: op.mv(v), probe) else "device"
+
+
+def _eigs_run(op, k: int, key, which: str, max_iter: int, tol: float, v0, fixed: bool = False, loop: str = "auto"):
+    """:func:`_eigs_jit` or :func:`_eigs_host`, as ``loop`` says (see :func:`resolve_loop`)."""
+    run = _eigs_host if resolve_loop(loop, op) == "host" else _eigs_jit
+    return run(op, k, key, which, max_iter, tol, v0, fixed)
+
+
 def eigs(op: AbstractOperator, k: int, *, key: PRNGKeyArray, which: str = "largest", max_iter: int | None = None,
-         tol: float | None = None, v0=None, fixed_steps: bool = False) -> EigResult:
+         tol: float | None = None, v0=None, fixed_steps: bool = False, loop: str = "auto") -> EigResult:
     """Extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalisation.
 
     Lanczos runs until the residual ``|β_j s_{j,i}|`` of every wanted Ritz pair is below
@@ -714,6 +796,11 @@ def eigs(op: AbstractOperator, k: int, *, key: PRNGKeyArray, which: str = "large
             sets ``converged``): a smaller compiled graph, for a jitted loop that measures
             at every record, such as :func:`sde_opt.stability.train_with_sharpness`, warm-started from
             the previous record's vectors.
+        loop: ``"device"`` runs the Lanczos loop compiled (a ``while_loop``); ``"host"``
+            runs it in Python, one compiled call per step, the same numbers to rounding;
+            ``"auto"`` (default) picks host on CPU when a product contains a convolution,
+            which XLA's CPU backend runs many times slower inside a compiled loop (on a
+            151k-parameter CNN, 300-500 HVPs per step instead of one).
 
     Returns:
         :class:`EigResult` (``values``, ``vectors``, ``residuals``, ``n_iter``, ``converged``).
@@ -733,12 +820,12 @@ def eigs(op: AbstractOperator, k: int, *, key: PRNGKeyArray, which: str = "large
     tol = _default_tol(op.dtype) if tol is None else float(tol)
     if v0 is not None and jnp.shape(v0)[-1] != n:
         raise ValueError(f"v0 has {jnp.shape(v0)[-1]} entries but the operator has dimension {n}.")
-    return _eigs_jit(op, k, key, which, max_iter, tol, v0, bool(fixed_steps))
+    return _eigs_run(op, k, key, which, max_iter, tol, v0, bool(fixed_steps), loop)
 
 
 def hessian_eigs(problem: Problem, theta, k: int, *, key: PRNGKeyArray, which: str = "largest", group=None,
                  curvature: AbstractCurvature | None = None, max_iter: int | None = None, tol: float | None = None,
-                 v0=None):
+                 v0=None, loop: str = "auto"):
     """Top-``k`` (``which="largest"``) or bottom-``k`` (``"smallest"``) eigenpairs of the
     Hessian of ``problem`` at ``theta``, matrix-free (Lanczos, see :func:`eigs`).
 
@@ -746,7 +833,7 @@ def hessian_eigs(problem: Problem, theta, k: int, *, key: PRNGKeyArray, which: s
         ``(values, vectors)``: ``(k,)`` sorted in the order asked for and ``(k, m)`` unit
         rows, with ``m = d`` (or the size of ``group``; embed with
         ``so.curvature.parameter_groups(problem)[group]``). A :class:`UserWarning` is raised outside
-        ``jit`` when Lanczos did not converge in ``max_iter`` steps.
+        ``jit`` when Lanczos did not converge in ``max_iter`` steps. ``loop``: see :func:`eigs`.
 
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
@@ -756,7 +843,7 @@ def hessian_eigs(problem: Problem, theta, k: int, *, key: PRNGKeyArray, which: s
         [5.0, 2.0]
     """
     op = curvature_operator(problem, theta, curvature=curvature, group=group)
-    res = eigs(op, k, key=key, which=which, max_iter=max_iter, tol=tol, v0=v0)
+    res = eigs(op, k, key=key, which=which, max_iter=max_iter, tol=tol, v0=v0, loop=loop)
     if is_concrete(res.converged) and not bool(res.converged):
         warnings.warn(
             f"Lanczos did not reach tol in {int(res.n_iter)} steps (largest residual "
@@ -812,6 +899,47 @@ def map_products(mv, vs, probe_batch=None):
     return map_probes(mv, vs, probe_batch)
 
 
+class _HostLoop(AbstractOperator):
+    """``op`` whose batches of products an estimator runs from Python, one compiled call
+    per batch (``loop="host"``, see :func:`resolve_loop`)."""
+
+    op: AbstractOperator
+
+    def linear(self):
+        return self.op.linear()
+
+    @property
+    def dim(self):
+        return self.op.dim
+
+    @property
+    def dtype(self):
+        return self.op.dtype
+
+
+@eqx.filter_jit
+def _batch_products(op, vs):
+    return jax.vmap(op.linear())(vs)
+
+
+def operator_products(op: AbstractOperator, vs, probe_batch=None):
+    """``op``'s products with the rows of ``vs``: :func:`map_products` in one compiled
+    loop, or, for an operator marked ``_HostLoop``, ``probe_batch`` rows at a time from
+    Python (the last batch padded, so it compiles once)."""
+    if not isinstance(op, _HostLoop):
+        return map_products(op.linear(), vs, probe_batch)
+    n = vs.shape[0]
+    b = min(n, _CPU_PRODUCT_BATCH if probe_batch is None else probe_batch)
+    out = []
+    for i in range(0, n, b):
+        batch = vs[i : i + b]
+        m = batch.shape[0]
+        if m < b:
+            batch = jnp.concatenate([batch, jnp.zeros((b - m,) + batch.shape[1:], batch.dtype)])
+        out.append(_batch_products(op.op, batch)[:m])
+    return jnp.concatenate(out)
+
+
 def _mean_stderr(samples):
     n = samples.shape[0]
     mean = jnp.mean(samples)
@@ -843,7 +971,7 @@ class Hutchinson(AbstractTraceEstimator):
 
     def estimate(self, op, key, n_probes):
         z = jr.rademacher(key, (n_probes, op.dim), op.dtype)
-        samples = jnp.sum(z * map_products(op.linear(), z, self.probe_batch), axis=1)
+        samples = jnp.sum(z * operator_products(op, z, self.probe_batch), axis=1)
         value, stderr = _mean_stderr(samples)
         return TraceEstimate(value=value, stderr=stderr, samples=samples, n_matvecs=n_probes)
 
@@ -864,14 +992,13 @@ class HutchPlusPlus(AbstractTraceEstimator):
         n_s = n_probes // 3
         n_g = n_probes - 2 * n_s
         k_s, k_g = jr.split(key)
-        mv = op.linear()
         s = jr.rademacher(k_s, (n_s, op.dim), op.dtype)
-        q, _ = jnp.linalg.qr(map_products(mv, s, self.probe_batch).T)  # (m, n_s)
+        q, _ = jnp.linalg.qr(operator_products(op, s, self.probe_batch).T)  # (m, n_s)
         g = jr.rademacher(k_g, (n_g, op.dim), op.dtype)
         g = g - (g @ q) @ q.T
         # Q's products and the remainder's, given Q, are independent: one batched call
         qg = jnp.concatenate([q.T, g])
-        quad = jnp.sum(qg * map_products(mv, qg, self.probe_batch), axis=1)
+        quad = jnp.sum(qg * operator_products(op, qg, self.probe_batch), axis=1)
         exact, samples = jnp.sum(quad[:n_s]), quad[n_s:]
         rest, stderr = _mean_stderr(samples)
         return TraceEstimate(value=exact + rest, stderr=stderr, samples=exact + samples, n_matvecs=n_probes)
@@ -883,10 +1010,12 @@ def _trace_jit(op, key, n_probes: int, estimator):
 
 
 def trace(op: AbstractOperator, *, key: PRNGKeyArray, n_probes: int,
-          estimator: AbstractTraceEstimator | None = None) -> TraceEstimate:
+          estimator: AbstractTraceEstimator | None = None, loop: str = "auto") -> TraceEstimate:
     """Stochastic trace of a symmetric operator with ``n_probes`` products.
 
-    ``estimator``: :class:`Hutchinson` (default) or :class:`HutchPlusPlus`."""
+    ``estimator``: :class:`Hutchinson` (default) or :class:`HutchPlusPlus`. ``loop``: where
+    the loop over batches of products runs, as in :func:`eigs` (``"host"``: one compiled
+    call per batch; the same numbers to rounding)."""
     op = check_operator(op)
     estimator = Hutchinson() if estimator is None else estimator
     if not isinstance(estimator, AbstractTraceEstimator):
@@ -897,18 +1026,21 @@ def trace(op: AbstractOperator, *, key: PRNGKeyArray, n_probes: int,
             f"{type(estimator).__name__} needs n_probes >= {estimator.min_probes()} for a standard error, "
             f"got {n_probes}."
         )
+    if resolve_loop(loop, op) == "host":
+        return estimator.estimate(_HostLoop(op), key, n_probes)
     return _trace_jit(op, key, n_probes, estimator)
 
 
 def hessian_trace(problem: Problem, theta, *, key: PRNGKeyArray, n_probes: int, group=None,
                   curvature: AbstractCurvature | None = None,
-                  estimator: AbstractTraceEstimator | None = None) -> TraceEstimate:
+                  estimator: AbstractTraceEstimator | None = None, loop: str = "auto") -> TraceEstimate:
     """``Tr ∇²L(p)`` (or of another curvature / a parameter group) from ``n_probes``
     Hessian-vector products; ``.value`` and ``.stderr``.
 
     ``estimator``: :class:`Hutchinson` (default) or :class:`HutchPlusPlus`, the better choice
     for network Hessians, whose top eigenvalues stand out: on the digits MLPs of
     ``benchmarks/bench_curvature.py`` its variance at equal products is 2.7–6.6× smaller.
+    ``loop``: see :func:`trace`.
 
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
@@ -918,7 +1050,7 @@ def hessian_trace(problem: Problem, theta, *, key: PRNGKeyArray, n_probes: int, 
         8.0
     """
     op = curvature_operator(problem, theta, curvature=curvature, group=group)
-    return trace(op, key=key, n_probes=n_probes, estimator=estimator)
+    return trace(op, key=key, n_probes=n_probes, estimator=estimator, loop=loop)
 
 
 # ---------------------------------------------------------------------------------------
@@ -975,40 +1107,68 @@ class SpectralDensity(eqx.Module):
         return kern @ self.weights.reshape(-1) / self.nodes.shape[0]
 
 
+def _slq_probe(key, dim: int, dtype):
+    k_v, k_l = jr.split(key)
+    v = jr.rademacher(k_v, (dim,), dtype)
+    return v / jnp.linalg.norm(v), k_l
+
+
+def _slq_quadrature(alpha, beta):
+    """Gauss quadrature nodes and weights of one probe's tridiagonal ``T``."""
+    if alpha.shape[0] == 1:
+        return alpha, jnp.ones_like(alpha)
+    off = beta[:-1]
+    theta = jsl.eigh_tridiagonal(alpha, off, eigvals_only=True)
+    s = _tridiagonal_eigvecs(alpha, off, theta)
+    return theta, s[0] ** 2
+
+
 @eqx.filter_jit
 def _slq_jit(op, key, n_probes: int, n_iter: int):
     mv = op.linear()
 
     def one(k):
-        k_v, k_l = jr.split(k)
-        v = jr.rademacher(k_v, (op.dim,), op.dtype)
-        v = v / jnp.linalg.norm(v)
+        v, k_l = _slq_probe(k, op.dim, op.dtype)
         alpha, beta, _, _, _ = _lanczos(mv, v, k_l, n_iter)
-        if n_iter == 1:
-            return alpha, jnp.ones_like(alpha)
-        off = beta[:-1]
-        theta = jsl.eigh_tridiagonal(alpha, off, eigvals_only=True)
-        s = _tridiagonal_eigvecs(alpha, off, theta)
-        return theta, s[0] ** 2
+        return _slq_quadrature(alpha, beta)
 
     nodes, weights = map_probes(one, jr.split(key, n_probes))
     return SpectralDensity(nodes=nodes, weights=weights, dim=op.dim)
 
 
+_slq_probe_jit = eqx.filter_jit(_slq_probe)
+_slq_quadrature_jit = jax.jit(_slq_quadrature)
+
+
+def _slq_host(op, key, n_probes: int, n_iter: int):
+    """:func:`_slq_jit` with the probes and the Lanczos steps looped over in Python."""
+    nodes, weights = [], []
+    for k in jr.split(key, n_probes):
+        v, k_l = _slq_probe_jit(k, op.dim, op.dtype)
+        alpha, beta, _, _, _ = _lanczos_host(op, v, k_l, n_iter)
+        t, w = _slq_quadrature_jit(alpha, beta)
+        nodes.append(t)
+        weights.append(w)
+    return SpectralDensity(nodes=jnp.stack(nodes), weights=jnp.stack(weights), dim=op.dim)
+
+
 def spectral_density(op: AbstractOperator, *, key: PRNGKeyArray, n_probes: int = 8,
-                     n_iter: int = 80) -> SpectralDensity:
+                     n_iter: int = 80, loop: str = "auto") -> SpectralDensity:
     """Spectral density of a symmetric operator by stochastic Lanczos quadrature:
     ``n_probes`` Rademacher probes (vmapped), ``n_iter`` Lanczos steps each (at most the
-    dimension). Cost: ``n_probes · n_iter`` products, memory ``n_probes · n_iter · m``."""
+    dimension). Cost: ``n_probes · n_iter`` products, memory ``n_probes · n_iter · m``.
+    ``loop``: where the Lanczos loops run, as in :func:`eigs`."""
     op = check_operator(op)
     n_probes = positive_int("n_probes", n_probes)
     n_iter = min(positive_int("n_iter", n_iter), op.dim)
-    return _slq_jit(op, key, n_probes, n_iter)
+    run = _slq_host if resolve_loop(loop, op) == "host" else _slq_jit
+    return run(op, key, n_probes, n_iter)
 
 
 def hessian_density(problem: Problem, theta, *, key: PRNGKeyArray, n_probes: int = 8, n_iter: int = 80, group=None,
-                    curvature: AbstractCurvature | None = None) -> SpectralDensity:
-    """Hessian spectral density of ``problem`` at ``theta`` (SLQ, see :func:`spectral_density`).
+                    curvature: AbstractCurvature | None = None, loop: str = "auto") -> SpectralDensity:
+    """Hessian spectral density of ``problem`` at ``theta`` (SLQ, see :func:`spectral_density`;
+    ``loop`` as in :func:`eigs`).
 
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
@@ -1018,7 +1178,7 @@ def hessian_density(problem: Problem, theta, *, key: PRNGKeyArray, n_probes: int
         5.5
     """
     op = curvature_operator(problem, theta, curvature=curvature, group=group)
-    return spectral_density(op, key=key, n_probes=n_probes, n_iter=n_iter)
+    return spectral_density(op, key=key, n_probes=n_probes, n_iter=n_iter, loop=loop)
 
 
 def plot_spectral_density(density: SpectralDensity, ax=None, *, sigma=None, n_grid: int = 1000, log: bool = True,

@@ -36,6 +36,7 @@ from ._curvature import (
     hessian_eigs as hessian_eigs,
     hessian_trace as hessian_trace,
     parameter_groups as parameter_groups,
+    resolve_loop as resolve_loop,
     spectral_density as spectral_density,
     trace as trace,
 )
@@ -58,5 +59,5 @@ __all__ = [
     "alignment", "centred_gradients", "curvature_operator", "eigenspace_overlap", "eigs", "gradient_covariance",
     "gradient_noise_scale", "hessian_density", "hessian_eigs", "hessian_trace", "lambda_max", "noise_eigs",
     "noise_hessian_slope", "noise_operator", "noise_to_signal", "noise_trace", "parameter_groups",
-    "spectral_density", "trace", "trace_hd", "track",
+    "resolve_loop", "spectral_density", "trace", "trace_hd", "track",
 ]
