@@ -73,6 +73,9 @@ from ._exit import (
 )
 from ._diffrax import solve_diffrax as solve_diffrax
 
+# shaped noise injection into any optax optimizer
+from ._inject import inject_noise as inject_noise
+
 # the contract analyses (each also in its topic submodule)
 from ._curvature import (
     EigResult as EigResult,

@@ -307,6 +307,9 @@ class ShuffledSGD(AbstractDiscrete):
         return theta, perm, (k + 1) % (n // b)
 
 
+_NOISE_STREAM = 0x6E6F6973  # fold_in tag of the key an optimizer's own noise draws from
+
+
 class AbstractOptax(AbstractDiscrete):
     """An optax ``GradientTransformation`` as a discrete dynamics: the path state is
     ``(θ, optimizer state)``, ``position`` returns ``θ``, and each step feeds the optimizer
@@ -324,14 +327,20 @@ class AbstractOptax(AbstractDiscrete):
     def gradient(self, theta, key):
         """The gradient the optimizer sees at ``theta`` (random through ``key``)."""
 
-    def apply(self, state, g):
-        """One optimizer update of ``state`` with the gradient ``g``."""
+    def apply(self, state, g, key=None):
+        """One optimizer update of ``state`` with the gradient ``g``. An optimizer with
+        extra arguments (any ``optax.chain``) also gets ``noise_key``, derived from the
+        step's ``key``: transforms that draw noise (:func:`sde_opt.inject_noise`) use it, so
+        every path of an ensemble draws its own; the others ignore it."""
         theta, opt_state = state
-        updates, opt_state = self.optimizer.update(g, opt_state, theta)
+        extra = {}
+        if key is not None and isinstance(self.optimizer, optax.GradientTransformationExtraArgs):
+            extra["noise_key"] = jr.fold_in(key, _NOISE_STREAM)
+        updates, opt_state = self.optimizer.update(g, opt_state, theta, **extra)
         return optax.apply_updates(theta, updates), opt_state
 
     def step(self, state, t, dt, key):
-        return self.apply(state, self.gradient(state[0], key))
+        return self.apply(state, self.gradient(state[0], key), key)
 
 
 class OptaxDynamics(AbstractOptax):

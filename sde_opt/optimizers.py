@@ -3,9 +3,11 @@
 Continuous models paired with their optax optimizers (heavy ball, Nesterov, AdaGrad,
 RMSprop, Adam; their SDEs), the optax transforms they correspond to, modified equations
 (implicit gradient regularisation), SVAG (Li, Malladi & Arora 2021) and the learning-rate
-scaling rules. Coupled discrete/continuous paths for strong-error studies.
+scaling rules. Coupled discrete/continuous paths for strong-error studies. Shaped noise
+injection into any optax optimizer (:func:`inject_noise`, noises of equal trace).
 """
 
+from ._inject import InjectNoiseState as InjectNoiseState, equal_trace as equal_trace, inject_noise as inject_noise
 from ._modified import SGDModifiedFlow as SGDModifiedFlow, modified_loss as modified_loss
 from ._optimizers import (
     AbstractOptimizerModel as AbstractOptimizerModel,
@@ -42,9 +44,9 @@ from ._svag import (
 )
 
 __all__ = [
-    "AbstractOptimizerModel", "AdaGradFlow", "AdamFlow", "AdamSDE", "HeavyBall", "NesterovFlow", "NoisyOptax",
+    "AbstractOptimizerModel", "AdaGradFlow", "AdamFlow", "AdamSDE", "HeavyBall", "InjectNoiseState", "NesterovFlow", "NoisyOptax",
     "QuadraticRuleLoss", "RMSpropFlow", "RMSpropSDE", "SGDModifiedFlow", "SVAG", "SVAGOptax", "adam_moments", "coupled_paths",
-    "global_rmsprop", "linear_rule_quadratic", "linear_scaling_rule", "modified_loss", "nesterov_sbc",
+    "equal_trace", "global_rmsprop", "inject_noise", "linear_rule_quadratic", "linear_scaling_rule", "modified_loss", "nesterov_sbc",
     "scale_by_global_rms", "scale_by_moments", "sqrt_scaling_rule", "svag_adam", "svag_gradient",
     "svag_limit_adam", "svag_limit_rmsprop", "svag_rmsprop", "svag_weights",
 ]

@@ -1,0 +1,165 @@
+"""Shaped noise injection (``so.inject_noise``): the injected covariance equals its target
+``τ·D(θ)`` (dense reference, standard errors), equal-trace noises have equal trace, the term
+enters an ``optax.chain`` with momentum where documented, temperature 0 leaves the
+optimizer bit for bit unchanged, and on the engine every path draws its own noise (the
+stationary variance of GD plus injected noise on a quadratic against its closed form)."""
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import sde_opt as so
+from conftest import mean_and_se
+
+
+@pytest.fixture(scope="module")
+def regression():
+    """Least squares with 30 examples in d = 3 at a point that is not the minimum."""
+    kx, ky = jr.split(jr.key(2))
+    x = jr.normal(kx, (30, 3)) * jnp.array([1.0, 0.6, 1.5])
+    y = x @ jnp.array([0.5, -1.0, 0.3]) + 0.4 * jr.normal(ky, (30,))
+    prob = so.Problem(lambda th, ex: 0.5 * (ex["x"] @ th - ex["y"]) ** 2, {"x": x, "y": y}, params=jnp.zeros(3))
+    return prob, jnp.array([0.2, -0.4, 0.1])
+
+
+def _draws(tx, theta, n):
+    """``n`` injected draws at ``theta`` (zero incoming updates), one per update count."""
+    state = tx.init(theta)
+
+    def one(k):
+        st = state._replace(count=jnp.asarray(k, jnp.int32))
+        return tx.update(jnp.zeros_like(theta), st, theta)[0]
+
+    return jax.lax.map(one, jnp.arange(n), batch_size=512)
+
+
+NOISES = {
+    "isotropic": lambda: so.IsotropicNoise(0.7),
+    "diagonal": lambda: so.DiagonalNoise(jnp.array([0.5, 2.0, 1.0])),
+    "constant": lambda: so.ConstantNoise(jnp.array([[1.0, 0.3, 0.0], [0.3, 0.5, 0.1], [0.0, 0.1, 0.8]])),
+    "hessian": lambda: so.HessianNoise(),
+    "minibatch": lambda: so.MinibatchNoise(),
+    "empirical_fisher": lambda: so.EmpiricalFisherNoise(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOISES))
+def test_injected_covariance_is_temperature_times_the_noise_covariance(regression, name):
+    prob, theta = regression
+    noise, tau, n = NOISES[name](), 0.3, 40_000
+    xi = _draws(so.inject_noise(prob, noise, temperature=tau, seed=11), theta, n)
+    target = tau * noise.covariance(prob, theta)
+    emp = jnp.cov(xi.T)
+    # standard error of a sample covariance entry of a Gaussian: √((Σᵢᵢ Σⱼⱼ + Σᵢⱼ²)/n)
+    se = jnp.sqrt((jnp.outer(jnp.diag(target), jnp.diag(target)) + target**2) / n)
+    assert float(jnp.max(jnp.abs(emp - target) / se)) < 4.5
+    m, s = mean_and_se(xi)
+    assert float(jnp.max(jnp.abs(m) / s)) < 4.5
+
+
+def test_subsampled_minibatch_noise_has_the_sample_covariance_law(regression):
+    """With ``subsample=s`` the mean covariance over sub-samples is ``D·(s−1)N/(s(N−1))``."""
+    prob, theta = regression
+    s, n_draws, N = 10, 40_000, prob.n_examples
+    xi = _draws(so.inject_noise(prob, so.MinibatchNoise(), temperature=1.0, seed=3, subsample=s), theta, n_draws)
+    target = so.MinibatchNoise().covariance(prob, theta) * (s - 1) * N / (s * (N - 1))
+    emp = jnp.cov(xi.T)
+    # the draws are a Gaussian scale mixture, not Gaussian: use the spread of ξᵢξⱼ itself
+    prods = xi[:, :, None] * xi[:, None, :]
+    se = jnp.std(prods, axis=0, ddof=1) / jnp.sqrt(n_draws)
+    assert float(jnp.max(jnp.abs(emp - target) / se)) < 4.5
+
+
+def test_equal_trace_noises_have_equal_trace(regression):
+    prob, theta = regression
+    scaled = so.optimizers.equal_trace(prob, theta, [NOISES[k]() for k in sorted(NOISES)], trace=2.5)
+    for n in scaled:
+        np.testing.assert_allclose(jnp.trace(n.covariance(prob, theta)), 2.5, rtol=1e-12)
+    with pytest.raises(ValueError, match="trace 0"):
+        so.optimizers.equal_trace(prob, theta, [so.IsotropicNoise(0.0)])
+
+
+def test_inside_a_chain_with_momentum_the_noise_is_extra_gradient(regression):
+    """``chain(inject_noise, sgd(lr, momentum))``: the momentum buffer accumulates ``g + ξ``;
+    ``chain(sgd(lr, momentum), inject_noise)``: ``ξ`` is added to the parameter step."""
+    prob, theta0 = regression
+    lr, beta, tau = 0.05, 0.9, 0.2
+    noise = so.HessianNoise()
+    inj = so.inject_noise(prob, noise, temperature=tau, seed=5)
+    before = optax.chain(inj, optax.sgd(lr, momentum=beta))
+    after = optax.chain(optax.sgd(lr, momentum=beta), inj)
+
+    def run(tx, n=6):
+        theta, state, out = theta0, tx.init(theta0), []
+        for _ in range(n):
+            upd, state = tx.update(prob.grad(theta), state, theta)
+            theta = theta + upd
+            out.append(theta)
+        return jnp.stack(out)
+
+    def xi(k, theta):  # the k-th draw at theta, as the transform makes it
+        st = inj.init(theta)._replace(count=jnp.asarray(k, jnp.int32))
+        return inj.update(jnp.zeros_like(theta), st, theta)[0]
+
+    th, buf, want_b, th2, buf2, want_a = theta0, jnp.zeros(3), [], theta0, jnp.zeros(3), []
+    for k in range(6):
+        buf = beta * buf + prob.grad(th) + xi(k, th)
+        th = th - lr * buf
+        want_b.append(th)
+        buf2 = beta * buf2 + prob.grad(th2)
+        th2 = th2 - lr * buf2 + xi(k, th2)
+        want_a.append(th2)
+    np.testing.assert_allclose(run(before), jnp.stack(want_b), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(run(after), jnp.stack(want_a), rtol=1e-12, atol=1e-14)
+
+
+def test_temperature_zero_is_the_optimizer_bit_for_bit(regression):
+    prob, theta0 = regression
+    plain = optax.adam(0.01)
+    with_zero = optax.chain(so.inject_noise(prob, so.MinibatchNoise(), temperature=0.0, seed=1), optax.adam(0.01))
+    outs = []
+    for tx in (plain, with_zero):
+        theta, state = theta0, tx.init(theta0)
+        step = jax.jit(lambda th, st, tx=tx: tx.update(prob.grad(th), st, th))
+        for _ in range(20):
+            upd, state = step(theta, state)
+            theta = optax.apply_updates(theta, upd)
+        outs.append(theta)
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_on_the_engine_each_path_draws_its_own_noise():
+    """GD plus isotropic noise of variance τσ² injected before ``sgd(lr)`` on ``½hθ²``:
+    ``θ ← (1 − lr h)θ − lr ξ``, stationary variance ``lr²τσ²/(1 − (1 − lr h)²)``."""
+    h, lr, tau, sigma2 = 2.0, 0.1, 0.5, 1.5
+    prob = so.landscapes.quadratic(jnp.array([[h]]))
+    tx = optax.chain(so.inject_noise(prob, so.IsotropicNoise(sigma2), temperature=tau, seed=0), optax.sgd(lr))
+    dyn = so.OptaxDynamics(prob, tx, lr=lr)
+    ens = so.simulate(dyn, jnp.zeros(1), key=jr.key(4), n_paths=20_000, n_steps=60, save_every=60)
+    final = ens.final[:, 0]
+    var = lr**2 * tau * sigma2 / (1 - (1 - lr * h) ** 2)
+    emp = jnp.var(final, ddof=1)
+    se = var * np.sqrt(2 / (final.shape[0] - 1))
+    assert abs(float(emp) - var) < 4 * se
+    # and the paths are independent: no two paths share their noise
+    assert int(jnp.unique(jnp.round(final, 12)).shape[0]) == final.shape[0]
+
+
+def test_bad_arguments(regression):
+    prob, theta = regression
+    with pytest.raises(ValueError, match="temperature"):
+        so.inject_noise(prob, so.IsotropicNoise(1.0), temperature=-1.0)
+    with pytest.raises(ValueError, match="noise must be a noise model"):
+        so.inject_noise(prob, "hessian", temperature=1.0)
+    with pytest.raises(ValueError, match="seed"):
+        so.inject_noise(prob, so.IsotropicNoise(1.0), temperature=1.0, seed=1.5)
+    with pytest.raises(ValueError, match="subsample"):
+        so.inject_noise(prob, so.MinibatchNoise(), temperature=1.0, subsample=31)
+    tx = so.inject_noise(prob, so.IsotropicNoise(1.0), temperature=1.0)
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update(jnp.zeros(3), tx.init(theta))
+    with pytest.raises(ValueError, match="flat parameters"):
+        tx.update({"w": jnp.zeros(3)}, tx.init(theta), {"w": theta})
