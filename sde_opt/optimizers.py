@@ -2,10 +2,12 @@
 
 Continuous models paired with their optax optimizers (heavy ball, Nesterov, AdaGrad,
 RMSprop, Adam; their SDEs), the optax transforms they correspond to, modified equations
-(implicit gradient regularisation), SVAG (Li, Malladi & Arora 2021) and the learning-rate
-scaling rules. Coupled discrete/continuous paths for strong-error studies.
+(implicit gradient regularisation), perturbed GD for escaping saddles (Jin et al. 2017),
+SVAG (Li, Malladi & Arora 2021) and the learning-rate scaling rules. Coupled
+discrete/continuous paths for strong-error studies.
 """
 
+from ._dynamics import PerturbedGD as PerturbedGD
 from ._modified import SGDModifiedFlow as SGDModifiedFlow, modified_loss as modified_loss
 from ._optimizers import (
     AbstractOptimizerModel as AbstractOptimizerModel,
@@ -42,7 +44,7 @@ from ._svag import (
 )
 
 __all__ = [
-    "AbstractOptimizerModel", "AdaGradFlow", "AdamFlow", "AdamSDE", "HeavyBall", "NesterovFlow", "NoisyOptax",
+    "AbstractOptimizerModel", "AdaGradFlow", "AdamFlow", "AdamSDE", "HeavyBall", "NesterovFlow", "NoisyOptax", "PerturbedGD",
     "QuadraticRuleLoss", "RMSpropFlow", "RMSpropSDE", "SGDModifiedFlow", "SVAG", "SVAGOptax", "adam_moments", "coupled_paths",
     "global_rmsprop", "linear_rule_quadratic", "linear_scaling_rule", "modified_loss", "nesterov_sbc",
     "scale_by_global_rms", "scale_by_moments", "sqrt_scaling_rule", "svag_adam", "svag_gradient",
