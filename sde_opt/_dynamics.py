@@ -240,12 +240,12 @@ class NoisyGD(AbstractDiscrete):
 
 class PerturbedGD(AbstractDiscrete):
     """Perturbed gradient descent (Jin, Ge, Netrapalli, Kakade & Jordan 2017, Algorithm 2):
-    when ``‖∇L(θ)‖ ≤ g_thres`` and at least ``t_thres`` steps have passed since the last
-    perturbation, add ``ξ`` drawn uniformly from the ball of radius ``radius``; then take
-    the gradient step ``θ ← θ − lr ∇L(θ)``.
+    when ``‖∇L(θ)‖ ≤ g_thres`` and more than ``t_thres`` steps have passed since the last
+    perturbation (``t − t_noise > t_thres``), add ``ξ`` drawn uniformly from the ball of
+    radius ``radius``; then take the gradient step ``θ ← θ − lr ∇L(θ)``.
 
-    The path state is ``(θ, steps since the last perturbation)``; a path may perturb at its
-    first step. Near a strict saddle one perturbation is enough for GD to escape in
+    The path state is ``(θ, t − t_noise − 1)`` (steps since the last perturbation); a path
+    may perturb at its first step. Near a strict saddle one perturbation is enough for GD to escape in
     ``≈ log(r/radius)/|λmin|`` (:func:`sde_opt.theory.saddle_escape_time`, ``start="ball"``).
     Jin et al.'s stopping test (no decrease over ``t_thres`` steps) is left to the caller.
     """

@@ -69,15 +69,21 @@ class SaddleInfo(eqx.Module):
         return self.eigenvectors[: self.multiplicity]
 
 
-def confirm_saddle(problem: Problem, saddle, *, key, n_eigs: int = 4, rtol: float = 1e-3,
+def confirm_saddle(problem: Problem, saddle, *, key, n_eigs: int = 4, method: str = "auto", rtol: float = 1e-3,
                    grad_tol: float = 1e-4) -> SaddleInfo:
     """Check that ``saddle`` is a strict saddle of ``problem``: ``‖∇L‖ ≤ grad_tol · (1 + |L|)``
     there and the smallest Hessian eigenvalue, from bottom-``n_eigs`` Lanczos
     (:func:`sde_opt.hessian_eigs`, ``which="smallest"``), is negative. Eigenvalues within
     ``rtol·|λmin|`` of ``λmin`` count towards its multiplicity; ``n_eigs`` must exceed it.
 
+    ``method="lanczos"`` always runs Lanczos; ``"dense"`` diagonalises ``problem.hessian``
+    (``d`` HVPs); ``"auto"`` is dense for ``d <= 16`` (exact, and it compiles in a fraction
+    of Lanczos's time), Lanczos above.
+
     Raises ``ValueError`` naming what failed (not stationary, no negative curvature, the
     bottom eigenspace larger than ``n_eigs`` can show)."""
+    if method not in ("auto", "lanczos", "dense"):
+        raise ValueError(f"method must be 'auto', 'lanczos' or 'dense', got {method!r}.")
     theta = problem.check_params(jnp.asarray(saddle, dtype=jnp.result_type(float)), "saddle")
     d = int(theta.shape[0])
     k = min(positive_int("n_eigs", n_eigs), d)
@@ -86,7 +92,11 @@ def confirm_saddle(problem: Problem, saddle, *, key, n_eigs: int = 4, rtol: floa
     if not g <= grad_tol * scale:
         raise ValueError(f"saddle is not a stationary point: |grad L| = {g:.3g} > grad_tol * (1 + |L|) = "
                          f"{grad_tol * scale:.3g}; pass the stationary point (or a larger grad_tol).")
-    vals, vecs = hessian_eigs(problem, theta, k, key=key, which="smallest")
+    if method == "dense" or (method == "auto" and d <= 16):
+        w, v = np.linalg.eigh(np.asarray(problem.hessian(theta), np.float64))
+        vals, vecs = w[:k], v[:, :k].T
+    else:
+        vals, vecs = hessian_eigs(problem, theta, k, key=key, which="smallest")
     vals, vecs = np.asarray(vals, np.float64), np.asarray(vecs, np.float64)
     lo = float(vals[0])
     if not lo < 0:
@@ -293,7 +303,7 @@ def _run_kind(kind, problem, info, sigma, *, fs, lr, sde_dt, batch_size, pgd_g_t
 def saddle_escape(problem: Problem | None = None, sigmas=(1e-2, 1e-3, 1e-4), *, kinds=KINDS, saddle=None,
                   radius=0.1, lr=0.05, sde_dt=None, batch_size: int = 1, n_examples: int = 64, n_paths: int = 1000,
                   n_steps: int | None = None, horizon_factor=2.5, pgd_g_thres=None, pgd_t_thres: int | None = None,
-                  n_eigs: int = 4, key, progress: bool = True) -> SaddleEscape:
+                  n_eigs: int = 4, eig_method: str = "auto", key, progress: bool = True) -> SaddleEscape:
     """Exit times from the ball ``‖θ − θ_s‖ < radius`` around a strict saddle against the
     noise level ``σ``, for each dynamics in ``kinds`` (:data:`KINDS`), beside the closed form
     ``T ≈ [log(r√(2a)/σ) − E log χ_k]/a``, ``a = |λmin|`` (Jin et al. 2017; the SDE picture;
@@ -306,7 +316,7 @@ def saddle_escape(problem: Problem | None = None, sigmas=(1e-2, 1e-3, 1e-4), *, 
             noise per unit time), the start perturbation of ``"gd_perturbed"`` and the
             kick radius of ``"pgd"``.
         saddle: the saddle (default ``problem.info["saddles"][0]``), confirmed by
-            :func:`confirm_saddle` (bottom-``n_eigs`` Lanczos).
+            :func:`confirm_saddle` (bottom-``n_eigs`` eigenpairs, ``method=eig_method``).
         lr: step of the discrete dynamics; ``sde_dt`` (default ``lr/5``) the SDE's step.
         batch_size, n_examples: SGD's batch and the size of the tilted finite sum.
         n_steps: horizon in steps of ``lr`` (default: ``horizon_factor`` × the longest
@@ -335,7 +345,7 @@ def saddle_escape(problem: Problem | None = None, sigmas=(1e-2, 1e-3, 1e-4), *, 
             raise ValueError("saddle is required: the problem records no saddles in info['saddles'].")
         saddle = problem.info["saddles"][0]
     k_eig, k_data, k_run = jr.split(key, 3)
-    info = confirm_saddle(problem, saddle, key=k_eig, n_eigs=n_eigs)
+    info = confirm_saddle(problem, saddle, key=k_eig, n_eigs=n_eigs, method=eig_method)
     if not np.all(sig * np.sqrt(info.dim) < r):
         raise ValueError(f"sigmas must be well inside the ball: sigma * sqrt(d) < radius = {r} (got max sigma "
                          f"{sig.max():.3g}, d = {info.dim}).")
@@ -435,14 +445,17 @@ class SaddleBatchEscape(eqx.Module):
 
 def saddle_batch_escape(problem: Problem | None = None, batch_sizes=(1, 4, 16, 64), *, saddle=None, radius=0.1,
                         lr=0.05, n_examples: int = 64, shift_std=0.02, replacement: bool = False,
-                        n_paths: int = 1000, n_steps: int = 2000, n_eigs: int = 4, key,
-                        progress: bool = True) -> SaddleBatchEscape:
+                        n_paths: int = 1000, n_steps: int | None = None, horizon_factor=2.5, n_eigs: int = 4,
+                        eig_method: str = "auto", key, progress: bool = True) -> SaddleBatchEscape:
     """Real mini-batch SGD from a strict saddle, exit time from the ball of radius
     ``radius`` against the batch size. On a landscape without data SGD runs on the tilted
     finite sum ``fᵢ = L + δᵢᵀθ`` (``n_examples`` shifts of standard deviation ``shift_std``;
     the mean loss is exactly ``L``); a problem with data runs on its own examples.
     ``replacement=False`` (default) draws ``B`` distinct examples, so ``B = N`` is full-batch
-    GD: no noise, pinned at the saddle and censored at the horizon ``n_steps · lr``."""
+    GD: no noise, pinned at the saddle and censored at the horizon ``n_steps · lr`` (default
+    ``horizon_factor`` × the longest finite closed-form time). In floating point the full
+    batch's gradient at the saddle is a round-off ``ε`` (about 1e-17 in float64), from which
+    GD would leave after ``log(r/ε)/|λmin|``; the default horizon censors well before."""
     problem = default_saddle() if problem is None else problem
     r = float(positive("radius", radius))
     lr = float(positive("lr", lr))
@@ -453,15 +466,24 @@ def saddle_batch_escape(problem: Problem | None = None, batch_sizes=(1, 4, 16, 6
     else:
         fs = problem
     bs = positive_ints("batch_sizes", batch_sizes, upper=fs.n_examples, upper_name="the number of examples")
-    n_paths, n_steps = positive_int("n_paths", n_paths), positive_int("n_steps", n_steps)
+    n_paths = positive_int("n_paths", n_paths)
     if saddle is None:
         if "saddles" not in problem.info:
             raise ValueError("saddle is required: the problem records no saddles in info['saddles'].")
         saddle = problem.info["saddles"][0]
-    info = confirm_saddle(problem, saddle, key=k_eig, n_eigs=n_eigs)
+    info = confirm_saddle(problem, saddle, key=k_eig, n_eigs=n_eigs, method=eig_method)
     unit = _noise_along(fs, info)
+    sig_eff = np.sqrt([lr * batch_factor(fs.n_examples, b, replacement) * unit for b in bs])
+    theory = np.array([saddle_escape_time(info.eigenvalues, r, s, dt=lr, dim=info.dim) if s > 0 else np.inf
+                       for s in sig_eff])
+    if n_steps is None:
+        finite = theory[np.isfinite(theory)]
+        if finite.size == 0:
+            raise ValueError("every batch size has zero noise (B = N without replacement); pass n_steps.")
+        n_steps = int(np.ceil(horizon_factor * finite.max() / lr))
+    n_steps = positive_int("n_steps", n_steps)
     region = Ball(jnp.asarray(info.saddle, jnp.result_type(float)), r)
-    rows, sig_eff, theory = [], [], []
+    rows = []
     bar = Progress(len(bs), "saddle escape vs batch size", progress)
     horizon = np.nan
     for i, b in enumerate(bs):
@@ -469,17 +491,14 @@ def saddle_batch_escape(problem: Problem | None = None, batch_sizes=(1, 4, 16, 6
                         region, key=jr.fold_in(k_run, i), n_paths=n_paths, max_steps=n_steps)
         horizon = float(ex.horizon)
         rows.append(_summary(ex, info))
-        s = float(np.sqrt(lr * batch_factor(fs.n_examples, b, replacement) * unit))
-        sig_eff.append(s)
-        theory.append(saddle_escape_time(info.eigenvalues, r, s, dt=lr, dim=info.dim) if s > 0 else np.inf)
         bar.step(f"B={b}")
     col = lambda c: np.array([row[c] for row in rows], np.float64)
     cfg = dict(name=problem.name, radius=r, lr=lr, n_examples=fs.n_examples, shift_std=shift_std,
-               replacement=replacement, n_paths=n_paths, n_steps=n_steps)
+               replacement=replacement, n_paths=n_paths, n_steps=n_steps, horizon_factor=horizon_factor)
     return SaddleBatchEscape(
-        batch_size=np.array(bs, np.float64), sigma_eff=np.array(sig_eff), mean_time=col("mean"),
+        batch_size=np.array(bs, np.float64), sigma_eff=np.asarray(sig_eff, np.float64), mean_time=col("mean"),
         mean_se=col("mean_se"), median_time=col("median"), median_se=col("median_se"), censored=col("censored"),
-        theory=np.array(theory, np.float64), lambda_min=float(info.lambda_min), horizon=horizon, config=cfg,
+        theory=theory, lambda_min=float(info.lambda_min), horizon=horizon, config=cfg,
     )
 
 
