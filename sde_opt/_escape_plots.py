@@ -138,6 +138,9 @@ def plot_saddle_escape(results, ax=None, *, kinds=None):
             order = np.argsort(x)
             ax.plot(x[order], np.asarray(res.theory[i])[order], "-" if kind == "sde" else "--", color=color, lw=1,
                     alpha=0.8)
+    lo, hi = ax.get_xlim()
+    ax.plot([lo, hi], [lo, hi], color="C7", lw=0.8, ls="-.", label="T = log(1/σ)/|λmin| (the leading term)")
+    ax.set_xlim(lo, hi)
     ax.set_xlabel("log(1/σ) / |λmin|")
     ax.set_ylabel("exit time from the ball (SDE time)")
     ax.legend(fontsize=7)
