@@ -20,7 +20,7 @@ NAME = "saddle_escape"
 def compute(cfg, key):
     k_land, k_net, k_batch, k_data = jr.split(key, 4)
     saddle = so.saddles.default_saddle()
-    land = so.saddles.saddle_escape(saddle, cfg["sigmas"], radius=cfg["radius"], lr=cfg["lr"],
+    land = so.saddles.saddle_escape(saddle, cfg["sigmas"], radius=cfg["radius"], lr=cfg["lr"], sde_dt=cfg["sde_dt"],
                                     n_paths=cfg["n_paths"], key=k_land)
     net = so.problems.teacher_student(key=k_data, n_examples=32, dim_in=3, hidden=cfg["net_hidden"],
                                       teacher_hidden=2)
@@ -49,9 +49,9 @@ def plot(result, meta):
 
 
 if __name__ == "__main__":
-    full = dict(sigmas=[1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5], radius=0.1, lr=0.05, n_paths=4000,
-                net_sigmas=[1e-3, 1e-4, 1e-5], net_hidden=2, net_radius=0.05, net_dt=0.01, net_paths=2000,
-                batch_sizes=[1, 2, 4, 8, 16, 32, 48, 64], n_examples=64, shift_std=0.02)
-    fast = dict(full, sigmas=[1e-3, 1e-4, 1e-5], n_paths=200, net_sigmas=[1e-3, 1e-5], net_dt=0.05, net_paths=100,
-                batch_sizes=[1, 64])
+    full = dict(sigmas=[1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5], radius=0.1, lr=0.05, sde_dt=0.0025,
+                n_paths=4000, net_sigmas=[1e-3, 1e-4, 1e-5], net_hidden=2, net_radius=0.05, net_dt=0.01,
+                net_paths=2000, batch_sizes=[1, 2, 4, 8, 16, 32, 48, 64], n_examples=64, shift_std=0.02)
+    fast = dict(full, sigmas=[1e-3, 1e-4, 1e-5], sde_dt=0.01, n_paths=200, net_sigmas=[1e-3, 1e-5], net_dt=0.05,
+                net_paths=100, batch_sizes=[1, 64])
     run_figure(NAME, __doc__.splitlines()[0], compute, plot, full=full, fast=fast)

@@ -85,7 +85,8 @@ def _saddle_growth(eigenvalues, dt, rtol):
     if lam.ndim == 2:
         lam = np.linalg.eigvalsh(0.5 * (lam + lam.T))
     if lam.ndim != 1 or lam.size == 0 or not np.all(np.isfinite(lam)):
-        raise ValueError(f"eigenvalues must be a non-empty finite vector (or a symmetric matrix), got shape {lam.shape}.")
+        raise ValueError(f"eigenvalues must be a non-empty finite vector (or a symmetric matrix), got shape "
+                         f"{lam.shape}.")
     lo = float(lam.min())
     if lo >= 0:
         raise ValueError(f"eigenvalues must have a negative entry (a strict saddle); the smallest is {lo:.3g}.")

@@ -222,7 +222,8 @@ class SaddleEscape(eqx.Module):
         theory_grid: the same at the step actually simulated (the SDE at ``sde_dt``); the
             difference from ``theory`` is the discretisation allowance.
         slope, slope_se, slope_low, slope_high: ``dT/d log(1/σ_eff)`` fitted over the
-            uncensored points with an interval (see :func:`_fit_slope`; 95%).
+            uncensored points with ``σ_eff <= config["fit_sigma_max"]``, with a 95% interval
+            widened by the Birge ratio ``max(1, √(χ²/dof))``.
         theory_slope: ``1/|λmin|`` (continuous) or ``lr/log(1 + lr|λmin|)`` (discrete).
         lambda_min, multiplicity, eigenvalues: the saddle's bottom spectrum (Lanczos).
         horizon: ``(n_kinds,)`` the censoring time.
@@ -303,7 +304,8 @@ def _run_kind(kind, problem, info, sigma, *, fs, lr, sde_dt, batch_size, pgd_g_t
 def saddle_escape(problem: Problem | None = None, sigmas=(1e-2, 1e-3, 1e-4), *, kinds=KINDS, saddle=None,
                   radius=0.1, lr=0.05, sde_dt=None, batch_size: int = 1, n_examples: int = 64, n_paths: int = 1000,
                   n_steps: int | None = None, horizon_factor=2.5, pgd_g_thres=None, pgd_t_thres: int | None = None,
-                  n_eigs: int = 4, eig_method: str = "auto", key, progress: bool = True) -> SaddleEscape:
+                  n_eigs: int = 4, eig_method: str = "auto", fit_sigma_max=None, key,
+                  progress: bool = True) -> SaddleEscape:
     """Exit times from the ball ``‖θ − θ_s‖ < radius`` around a strict saddle against the
     noise level ``σ``, for each dynamics in ``kinds`` (:data:`KINDS`), beside the closed form
     ``T ≈ [log(r√(2a)/σ) − E log χ_k]/a``, ``a = |λmin|`` (Jin et al. 2017; the SDE picture;
@@ -323,6 +325,10 @@ def saddle_escape(problem: Problem | None = None, sigmas=(1e-2, 1e-3, 1e-4), *, 
             closed-form time); GD from the saddle is censored there.
         pgd_g_thres, pgd_t_thres: perturbed GD's thresholds (default ``|λmin|·σ`` and one
             kick per run, the setting of the closed form).
+        fit_sigma_max: the slopes are fitted over the uncensored points with
+            ``σ_eff <= fit_sigma_max`` (default ``0.02 · radius``: the small-noise regime,
+            where the closed form's corrections ``O(σ²/(|λmin| r²))`` and those of a second
+            negative direction are below the statistical errors).
         key: PRNG key; ``progress``: a progress line on stderr.
 
     Returns:
@@ -388,13 +394,16 @@ def saddle_escape(problem: Problem | None = None, sigmas=(1e-2, 1e-3, 1e-4), *, 
             horizon[i] = float(ex.horizon)
             bar.step(f"{kd} sigma={s:.2g}")
 
+    fit_max = 0.02 * r if fit_sigma_max is None else float(positive("fit_sigma_max", fit_sigma_max))
     fits = []
     for i, kd in enumerate(kinds):
         x = np.log(1.0 / cols["sigma_eff"][i])
-        fits.append(_fit_slope(x, cols["mean"][i], cols["mean_se"][i], cols["censored"][i] == 0))
+        use = (cols["censored"][i] == 0) & (cols["sigma_eff"][i] <= fit_max * (1 + 1e-9))
+        fits.append(_fit_slope(x, cols["mean"][i], cols["mean_se"][i], use))
     th_slope = [np.nan if kd == "gd" else saddle_escape_slope(eigs, dt=None if kd == "sde" else lr) for kd in kinds]
     cfg = dict(name=problem.name, radius=r, lr=lr, sde_dt=sde_dt, batch_size=batch_size, n_examples=n_examples,
-               n_paths=n_paths, n_steps=n_steps, pgd_g_thres=pgd_g_thres, pgd_t_thres=pgd_t_thres, dim=info.dim)
+               n_paths=n_paths, n_steps=n_steps, pgd_g_thres=pgd_g_thres, pgd_t_thres=pgd_t_thres, dim=info.dim,
+               fit_sigma_max=fit_max)
     f = np.array(fits, np.float64)
     return SaddleEscape(
         sigma=sig, sigma_eff=cols["sigma_eff"], mean_time=cols["mean"], mean_se=cols["mean_se"],

@@ -17,10 +17,10 @@ and :func:`sde_opt.plot.saddle_batch`.
 
 Example:
     >>> import jax.random as jr, sde_opt as so
-    >>> res = so.saddles.saddle_escape(sigmas=[1e-3, 1e-4], kinds=["sde"], n_paths=200, key=jr.key(0),
+    >>> res = so.saddles.saddle_escape(sigmas=[1e-3, 1e-4], kinds=["gd", "sde"], n_paths=100, key=jr.key(0),
     ...                                progress=False)
-    >>> bool(res.slope_low[0] < res.theory_slope[0] < res.slope_high[0])
-    True
+    >>> res.lambda_min, res.censored.tolist()  # GD stays at the saddle; every SDE path leaves
+    (-1.0, [[1.0, 1.0], [0.0, 0.0]])
 """
 
 from ._saddles import (

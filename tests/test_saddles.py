@@ -88,7 +88,8 @@ def test_sde_slope_in_log_inverse_sigma_is_one_over_lambda_min(study):
     assert study.lambda_min == pytest.approx(-1.0, abs=1e-10) and study.multiplicity == 1
     target = 1.0 / abs(study.lambda_min)
     assert study.theory_slope[i] == pytest.approx(target)
-    assert study.slope_low[i] <= target <= study.slope_high[i], (study.slope[i], study.slope_low[i], study.slope_high[i])
+    assert study.slope_low[i] <= target <= study.slope_high[i], (study.slope[i], study.slope_low[i],
+                                                                 study.slope_high[i])
     assert study.slope_high[i] - study.slope_low[i] < 0.15  # the interval is informative
 
 
