@@ -7,6 +7,7 @@ and the contract analyses; everything else is in topic submodules:
 * :mod:`sde_opt.landscapes`, :mod:`sde_opt.problems`: analytic losses and finite sums on data;
 * :mod:`sde_opt.curvature`: Hessian/GGN/Fisher and noise spectra, alignment, tracking;
 * :mod:`sde_opt.escape`: censored exit-time statistics; :mod:`sde_opt.theory`: closed forms;
+* :mod:`sde_opt.saddles`: escape from strict saddles (GD, perturbed GD, SGD, the SDE);
 * :mod:`sde_opt.stability`: linear and mean-square stability, radii, edge of stability;
 * :mod:`sde_opt.optimizers`: optimizers as ODEs/SDEs, modified equations, SVAG, scaling rules;
 * :mod:`sde_opt.experiments`: the studies of the notebooks and figures;
@@ -108,11 +109,12 @@ from . import (  # noqa: E402
     optimizers as optimizers,
     plot as plot,
     problems as problems,
+    saddles as saddles,
     stability as stability,
     theory as theory,
 )
 
-_SUBMODULES = ("curvature", "escape", "theory", "stability", "optimizers", "experiments")
+_SUBMODULES = ("curvature", "escape", "theory", "stability", "optimizers", "experiments", "saddles")
 _PLOT_RENAMES = {
     "plot_escape_headline": "escape_headline", "plot_escape_study": "escape_study", "plot_rates": "rates",
     "plot_sharp_to_flat": "sharp_to_flat", "plot_spectral_density": "spectral_density", "plot_history": "history",

@@ -85,6 +85,39 @@ def nonnegative(name: str, value, *, finite: bool = False):
     return arr
 
 
+def positive_values(name: str, values) -> np.ndarray:
+    """A non-empty 1-D sequence of finite numbers > 0 (a grid of noise levels, radii, ...)."""
+    arr = np.asarray(values, np.float64)
+    if arr.ndim == 0:
+        arr = arr[None]
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty list of numbers > 0, got {values!r}.")
+    if not np.all(np.isfinite(arr) & (arr > 0)):
+        raise ValueError(f"{name} must hold finite numbers > 0, got {arr.tolist()}.")
+    return arr
+
+
+def positive_ints(name: str, values, *, upper: int | None = None, upper_name: str = "") -> tuple[int, ...]:
+    """A non-empty sequence of ints >= 1 (at most ``upper``): batch sizes, horizons."""
+    vals = list(np.atleast_1d(np.asarray(values))) if not isinstance(values, (list, tuple)) else list(values)
+    if not vals:
+        raise ValueError(f"{name} must be a non-empty list of positive ints, got {values!r}.")
+    return tuple(positive_int(name, v, upper=upper, upper_name=upper_name) for v in vals)
+
+
+def choices(name: str, values, allowed) -> tuple[str, ...]:
+    """A non-empty sequence of distinct names, each one of ``allowed``."""
+    vals = (values,) if isinstance(values, str) else tuple(values)
+    if not vals:
+        raise ValueError(f"{name} must be a non-empty list of names from {tuple(allowed)}, got {values!r}.")
+    bad = [v for v in vals if v not in allowed]
+    if bad:
+        raise ValueError(f"{name} has {bad!r}, which are not among {tuple(allowed)}.")
+    if len(set(vals)) != len(vals):
+        raise ValueError(f"{name} lists a name twice: {vals!r}.")
+    return vals
+
+
 def level(name: str, p) -> float:
     """Return ``p`` as a float after checking ``0 < p < 1`` (probabilities, confidences, ``delta``)."""
     p = float(p)

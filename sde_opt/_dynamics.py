@@ -29,7 +29,7 @@ import lineax as lx
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_batch, check_optimizer, positive
+from ._checks import check_batch, check_optimizer, nonnegative, positive, positive_int
 from ._noise import AbstractNoise, batch_factor
 from ._problem import Problem
 
@@ -236,6 +236,52 @@ class NoisyGD(AbstractDiscrete):
         scale = jnp.sqrt(batch_factor(self.problem.n_examples, self.batch_size, self.replacement))
         xi = scale * self.noise.apply_factor(self.problem, theta, z)
         return theta - self.lr * (self.problem.grad(theta) + xi)
+
+
+class PerturbedGD(AbstractDiscrete):
+    """Perturbed gradient descent (Jin, Ge, Netrapalli, Kakade & Jordan 2017, Algorithm 2):
+    when ``‖∇L(θ)‖ ≤ g_thres`` and more than ``t_thres`` steps have passed since the last
+    perturbation (``t − t_noise > t_thres``), add ``ξ`` drawn uniformly from the ball of
+    radius ``radius``; then take the gradient step ``θ ← θ − lr ∇L(θ)``.
+
+    The path state is ``(θ, t − t_noise − 1)`` (steps since the last perturbation); a path
+    may perturb at its first step. Near a strict saddle one perturbation is enough for GD to escape in
+    ``≈ log(r/radius)/|λmin|`` (:func:`sde_opt.theory.saddle_escape_time`, ``start="ball"``).
+    Jin et al.'s stopping test (no decrease over ``t_thres`` steps) is left to the caller.
+    """
+
+    problem: Problem
+    lr: Float[Array, ""]
+    radius: Float[Array, ""]
+    g_thres: Float[Array, ""]
+    t_thres: int = eqx.field(static=True)
+
+    def __init__(self, problem: Problem, lr, radius, g_thres, t_thres: int):
+        self.problem = problem
+        self.lr = positive("lr", lr)
+        self.radius = positive("radius", radius)
+        self.g_thres = nonnegative("g_thres", g_thres, finite=True)
+        self.t_thres = positive_int("t_thres", t_thres)
+
+    def natural_dt(self):
+        return self.lr
+
+    def init(self, theta0):
+        return theta0, jnp.asarray(self.t_thres, jnp.int32)
+
+    def position(self, state):
+        return state[0]
+
+    def step(self, state, t, dt, key):
+        theta, since = state
+        k_dir, k_rad = jr.split(key)
+        z = jr.normal(k_dir, theta.shape, theta.dtype)
+        u = jr.uniform(k_rad, (), theta.dtype)
+        xi = self.radius * u ** (1.0 / theta.shape[0]) * z / jnp.linalg.norm(z)
+        kick = (jnp.linalg.norm(self.problem.grad(theta)) <= self.g_thres) & (since >= self.t_thres)
+        theta = jnp.where(kick, theta + xi, theta)
+        since = jnp.where(kick, 0, since + 1).astype(jnp.int32)
+        return theta - self.lr * self.problem.grad(theta), since
 
 
 def _sample_batch(key, n: int, batch_size: int, replacement: bool):

@@ -93,3 +93,79 @@ def plot_escape_headline(result, ax=None):
     )
     ax.legend(fontsize=7, ncol=2)
     return ax
+
+
+_KIND_STYLE = {
+    "gd": ("C7", "v", "GD from the saddle"), "gd_perturbed": ("C1", "s", "GD from a random start"),
+    "pgd": ("C2", "D", "perturbed GD"), "noisy_gd": ("C0", "o", "noisy GD"), "sgd": ("C3", "^", "SGD"),
+    "sde": ("k", "o", "SDE"),
+}
+
+
+def plot_saddle_escape(results, ax=None, *, kinds=None):
+    """Exit time from the ball around a strict saddle against ``log(1/σ)/|λmin|`` for a
+    :class:`~sde_opt.saddles.SaddleEscape` (or a sequence of them, e.g. a landscape and a
+    network: in these units every saddle's times grow with slope 1): mean times with ±2 s.e.
+    bars, each kind's closed form as a line, and GD from the saddle as a censored marker
+    (▲ at the horizon). The legend gives the fitted slopes in ``log(1/σ)``."""
+    from ._saddles import SaddleEscape
+
+    results = (results,) if isinstance(results, SaddleEscape) else tuple(results)
+    ax = _axes(ax, (6.5, 4.5))
+    fills = ("full", "none")
+    for n, res in enumerate(results):
+        a = abs(float(res.lambda_min))
+        name = res.config.get("name", "")
+        tag = f" [{name}]" if len(results) > 1 else ""
+        for i, kind in enumerate(res.kinds):
+            if kinds is not None and kind not in kinds:
+                continue
+            color, marker, label = _KIND_STYLE.get(kind, (None, "o", kind))
+            if kind == "gd":
+                ax.axhline(float(res.horizon[i]), color=color, ls=":", lw=1)
+                ax.annotate(f"{label}: censored at the horizon (all paths){tag}", (0.02, float(res.horizon[i])),
+                            xycoords=("axes fraction", "data"), va="bottom", fontsize=7, color=color)
+                continue
+            x = np.log(1.0 / np.asarray(res.sigma_eff[i])) / a
+            t, se = np.asarray(res.mean_time[i]), np.asarray(res.mean_se[i])
+            ok = np.asarray(res.censored[i]) == 0
+            lab = (f"{label}{tag}: slope {res.slope[i] * a:.3f} ± {res.slope_se[i] * a:.3f} "
+                   f"(theory {res.theory_slope[i] * a:.3f})")
+            ax.errorbar(x[ok], t[ok], yerr=2 * se[ok], fmt=marker, color=color, capsize=3, ms=5,
+                        fillstyle=fills[n % 2], label=lab)
+            if np.any(~ok):
+                ax.plot(x[~ok], t[~ok], marker="^", ls="none", color=color, alpha=0.5)
+            order = np.argsort(x)
+            ax.plot(x[order], np.asarray(res.theory[i])[order], "-" if kind == "sde" else "--", color=color, lw=1,
+                    alpha=0.8)
+    lo, hi = ax.get_xlim()
+    ax.plot([lo, hi], [lo, hi], color="C7", lw=0.8, ls="-.", label="T = log(1/σ)/|λmin| (the leading term)")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("log(1/σ) / |λmin|")
+    ax.set_ylabel("exit time from the ball (SDE time)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_saddle_batch(result, ax=None):
+    """SGD's exit time from the ball around a saddle against the batch size for a
+    :class:`~sde_opt.saddles.SaddleBatchEscape`: mean ±2 s.e., the closed form at ``σ_eff(B)``
+    as a line, and censored batch sizes (pinned at the saddle) as ▲ at the horizon."""
+    ax = _axes(ax, (5, 4))
+    b = np.asarray(result.batch_size)
+    t, se, cens = (np.asarray(v) for v in (result.mean_time, result.mean_se, result.censored))
+    ok = cens == 0
+    ax.errorbar(b[ok], t[ok], yerr=2 * se[ok], fmt="o", color="C3", capsize=3, label="SGD (mean ± 2 s.e.)")
+    if np.any(~ok):
+        ax.plot(b[~ok], np.full((~ok).sum(), result.horizon), "^", color="C3", ms=8,
+                label=f"censored at the horizon ({100 * cens[~ok].max():.0f}% of paths): pinned")
+    th = np.asarray(result.theory)
+    fin = np.isfinite(th)
+    ax.plot(b[fin], th[fin], "--", color="k", lw=1, label="closed form at σ_eff(B)")
+    ax.axhline(result.horizon, color="C7", ls=":", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(f"batch size B (of N = {result.config.get('n_examples', '?')}, "
+                  f"{'with' if result.config.get('replacement') else 'without'} replacement)")
+    ax.set_ylabel("exit time from the ball (SDE time)")
+    ax.legend(fontsize=7)
+    return ax

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import barrier_and_temperature
+from ._checks import barrier_and_temperature, positive, positive_int
 
 
 def temperature(lr, batch_size, variance=1.0) -> float:
@@ -73,6 +73,111 @@ def xie_escape_time(barrier, h_min, h_saddle, lr, batch_size, s=0.5) -> float:
         raise ValueError("need h_min > 0 and h_saddle != 0.")
     expo = 2 * batch_size * barrier / lr * (s / h_min + (1 - s) / abs(h_saddle))
     return float(2 * np.pi / abs(h_saddle) * np.exp(expo))
+
+
+SADDLE_STARTS = ("noise", "gaussian", "ball")
+
+
+def _saddle_growth(eigenvalues, dt, rtol):
+    """``(a, k, d, log-growth per unit time)`` of the unstable mode: ``a = |λmin|``, ``k`` its
+    multiplicity (eigenvalues within ``rtol·a`` of ``λmin``), ``d`` the dimension."""
+    lam = np.asarray(eigenvalues, np.float64)
+    if lam.ndim == 2:
+        lam = np.linalg.eigvalsh(0.5 * (lam + lam.T))
+    if lam.ndim != 1 or lam.size == 0 or not np.all(np.isfinite(lam)):
+        raise ValueError(f"eigenvalues must be a non-empty finite vector (or a symmetric matrix), got shape "
+                         f"{lam.shape}.")
+    lo = float(lam.min())
+    if lo >= 0:
+        raise ValueError(f"eigenvalues must have a negative entry (a strict saddle); the smallest is {lo:.3g}.")
+    a = -lo
+    k = int(np.sum(lam <= lo + rtol * a))
+    if dt is None:
+        return a, k, lam.size, a
+    dt = float(positive("dt", dt))
+    return a, k, lam.size, np.log1p(dt * a) / dt
+
+
+def saddle_escape_slope(eigenvalues, *, dt=None, rtol: float = 1e-3) -> float:
+    """``dT/d log(1/σ)`` of :func:`saddle_escape_time`: ``1/|λmin|`` for the continuous model,
+    ``dt / log(1 + dt |λmin|)`` for the chain at step ``dt`` (GD, noisy GD, SGD at ``dt = lr``)."""
+    return float(1.0 / _saddle_growth(eigenvalues, dt, rtol)[3])
+
+
+def saddle_escape_time(eigenvalues, radius, sigma, *, dt=None, start: str = "noise", dim: int | None = None,
+                       rtol: float = 1e-3) -> float:
+    """Mean first exit time from the ball ``‖θ − θ_s‖ < r`` around a strict saddle ``θ_s`` in
+    the small-noise limit, for the linearised dynamics ``dθ = −Hθ dt + σ dW`` (Jin et al.
+    2017 and the SDE picture: ``T ≈ log(1/σ)/|λmin|`` plus a constant given here).
+
+    Let ``a = |λmin|`` with multiplicity ``k``. Started at the saddle, the unstable modes are
+    Ornstein–Uhlenbeck processes run backwards: ``x(t) = σ e^{at} ∫₀ᵗ e^{−as} dW_s →
+    σ e^{at} M``, ``M ~ N(0, I_k/(2a))``, while the stable modes stay ``O(σ)`` and every
+    other unstable mode grows more slowly. So ``‖θ(t)‖ ≈ A e^{at}`` with the random
+    amplitude ``A = σ χ_k/√(2a)``, the exit time is ``T = log(r/A)/a`` and, as
+    ``E log χ_k = ½(ψ(k/2) + log 2)`` (``k = 1``: ``E log|Z| = −(γ + log 2)/2``),
+
+    ``E T = [log(r√(2a)/σ) − ½(ψ(k/2) + log 2)] / a``; for ``k = 1``,
+    ``E T = [log(4 a r²/σ²) + γ] / (2a)``.
+
+    ``start`` says where the randomness comes from:
+
+    * ``"noise"``: noise ``σ dW`` throughout, from the saddle (the SDE; noisy GD and SGD with
+      ``σ² = lr · vᵀDv / B``, the noise variance along the bottom eigenvector ``v``);
+    * ``"gaussian"``: no noise, started at ``θ_s + σ z``, ``z ~ N(0, I)``: ``A = σ χ_k``;
+    * ``"ball"``: no noise, started at a uniform point of the ball of radius ``σ`` in
+      ``d`` dimensions (perturbed GD, Jin et al. 2017): ``A = σ U^{1/d} ‖Pω‖``,
+      ``E log A = log σ − 1/d + ½(ψ(k/2) − ψ(d/2))`` (``‖Pω‖² ~ Beta(k/2, (d−k)/2)``).
+
+    ``dt`` given: the chain at step ``dt`` (Euler–Maruyama of the SDE, which for SGD-type
+    dynamics is noisy GD at ``lr = dt``; GD and perturbed GD for the noiseless starts):
+    the mode grows by ``ρ = 1 + dt·a`` a step, the noise amplitude becomes
+    ``A = σ√dt χ_k/√(ρ² − 1)``, and the exit is the first grid time past the
+    crossing: ``E T = dt [(log r − E log A)/log ρ + ½]``.
+
+    Valid for ``σ ≪ r√a`` (relative corrections ``O(σ²/(a r²))`` from the stable modes and
+    the finite escape time) and a ball small enough for the landscape to be quadratic in it
+    (for the quartic of :func:`sde_opt.landscapes.saddle` the shift is
+    ``log(1/(1 − q r²/a))/(2a)``). With a second negative eigenvalue ``−a₂`` close to
+    ``−a`` the limit is approached slowly, as ``(σ/r)^{2(1 − a₂/a)}``.
+
+    Args:
+        eigenvalues: ``(d,)`` Hessian eigenvalues at the saddle, or the ``(d, d)`` Hessian.
+        radius: ``r``, the radius of the ball.
+        sigma: ``σ``: the diffusion coefficient (``"noise"``) or the size of the start
+            perturbation (``"gaussian"``, ``"ball"``).
+        dt: the step of the chain; ``None`` for the continuous model.
+        start: ``"noise"``, ``"gaussian"`` or ``"ball"``.
+        dim: the dimension of the ball of ``start="ball"`` (default: the number of
+            eigenvalues; pass it when only the bottom ones are given, e.g. from Lanczos).
+        rtol: eigenvalues within ``rtol·a`` of ``λmin`` count towards its multiplicity.
+
+    Example:
+        >>> import sde_opt as so
+        >>> round(so.theory.saddle_escape_time([-1.0, 2.0], radius=0.1, sigma=1e-3), 4)
+        5.5869
+    """
+    from scipy.special import digamma
+
+    if start not in SADDLE_STARTS:
+        raise ValueError(f"start must be one of {SADDLE_STARTS}, got {start!r}.")
+    r = float(positive("radius", radius))
+    s = float(positive("sigma", sigma))
+    a, k, d, growth = _saddle_growth(eigenvalues, dt, rtol)
+    d = d if dim is None else positive_int("dim", dim)
+    log_chi = 0.5 * (digamma(k / 2) + np.log(2.0))
+    if start == "noise":
+        if dt is None:
+            log_amp = np.log(s) - 0.5 * np.log(2 * a) + log_chi
+        else:
+            rho = 1.0 + float(dt) * a
+            log_amp = np.log(s) + 0.5 * np.log(float(dt)) - 0.5 * np.log(rho**2 - 1.0) + log_chi
+    elif start == "gaussian":
+        log_amp = np.log(s) + log_chi
+    else:
+        log_amp = np.log(s) - 1.0 / d + 0.5 * (digamma(k / 2) - digamma(d / 2))
+    steps = (np.log(r) - log_amp) * (1.0 / growth)
+    return float(steps if dt is None else steps + 0.5 * float(dt))
 
 
 def mean_exit_time_1d(drift, diffusion2, x0, left, right, n_grid: int = 20_001) -> float:

@@ -187,6 +187,75 @@ def strict_saddle() -> Problem:
     return Problem(loss, info=info, name="strict_saddle")
 
 
+def saddle(eigenvalues, quartic=1.0, basis=None) -> Problem:
+    """A ``d``-dimensional strict saddle at the origin with the Hessian eigenvalues given,
+    confined by a quartic along its negative directions so that minima exist.
+
+    In the eigenbasis ``u = Qᵀθ`` (``Q = basis``, orthogonal, default ``I``):
+    ``L(θ) = Σᵢ ½ λᵢ uᵢ² + (q/4) Σ_{λᵢ<0} uᵢ⁴``. The origin is a saddle of index
+    ``k = #{λᵢ < 0}`` with Hessian ``Q diag(λ) Qᵀ``; the ``2^k`` minima sit at
+    ``uᵢ = ±√(|λᵢ|/q)`` on the negative directions (0 elsewhere), with Hessian
+    ``Q diag(2|λᵢ| on negative, λᵢ on positive directions) Qᵀ`` and barrier
+    ``Σ_{λᵢ<0} λᵢ²/(4q)``. :func:`strict_saddle` is ``saddle([1, −1])``.
+
+    Args:
+        eigenvalues: ``(d,)`` non-zero Hessian eigenvalues at the saddle, at least one negative.
+        quartic: ``q > 0``, the confining strength (the minima are at distance ``√(|λ|/q)``).
+        basis: ``(d, d)`` orthogonal matrix whose columns are the eigenvectors.
+
+    Example:
+        >>> import jax.numpy as jnp, sde_opt as so
+        >>> prob = so.landscapes.saddle(jnp.array([-2.0, -0.5, 1.0]))
+        >>> prob.info["saddle_index"], prob.info["minima"].shape
+        (2, (4, 3))
+    """
+    lam = _f(eigenvalues)
+    if lam.ndim != 1 or lam.size < 1:
+        raise ValueError(f"eigenvalues must be a non-empty vector (d,), got shape {lam.shape}.")
+    lam_np = np.asarray(lam, np.float64)
+    if not (np.all(np.isfinite(lam_np)) and np.all(lam_np != 0)):
+        raise ValueError(f"eigenvalues must be finite and non-zero (a strict saddle), got {lam_np}.")
+    neg = lam_np < 0
+    if not neg.any():
+        raise ValueError(f"eigenvalues need at least one negative entry for a saddle, got {lam_np}.")
+    q = positive("quartic", quartic)
+    d = lam.shape[0]
+    if basis is None:
+        qmat = jnp.eye(d, dtype=lam.dtype)
+    else:
+        qmat = _f(basis)
+        if qmat.shape != (d, d):
+            raise ValueError(f"basis must have shape ({d}, {d}) to match eigenvalues, got {qmat.shape}.")
+        if is_concrete(qmat) and not np.allclose(np.asarray(qmat).T @ np.asarray(qmat), np.eye(d), atol=1e-6):
+            raise ValueError("basis must be orthogonal (basis.T @ basis = I); orthonormalise it with jnp.linalg.qr.")
+    mask = jnp.asarray(neg, lam.dtype)
+
+    def loss(theta):
+        u = theta @ qmat
+        return 0.5 * jnp.sum(lam * u**2) + 0.25 * q * jnp.sum(mask * u**4)
+
+    idx = np.flatnonzero(neg)
+    k = idx.size
+    signs = np.array(np.meshgrid(*([[-1.0, 1.0]] * k), indexing="ij")).reshape(k, -1).T  # (2^k, k)
+    u_min = np.zeros((signs.shape[0], d))
+    u_min[:, idx] = signs * np.sqrt(np.abs(lam_np[idx]) / float(q))
+    lam_min = np.where(neg, 2.0 * np.abs(lam_np), lam_np)
+    q_np = np.asarray(qmat, np.float64)
+    turn = lambda diag: q_np @ np.diag(diag) @ q_np.T
+    info = {
+        "dim": d,
+        "minima": jnp.asarray(u_min @ q_np.T, lam.dtype),
+        "saddles": jnp.zeros((1, d), lam.dtype),
+        "hessians_min": jnp.asarray(np.stack([turn(lam_min)] * signs.shape[0]), lam.dtype),
+        "hessians_saddle": jnp.asarray(turn(lam_np)[None], lam.dtype),
+        "barrier": jnp.asarray(np.sum(lam_np[idx] ** 2) / (4.0 * float(q)), lam.dtype),
+        "saddle_index": int(k),
+        "eigenvalues_saddle": lam,
+        "eigenvectors_saddle": qmat,
+    }
+    return Problem(loss, info=info, name="saddle")
+
+
 _ST_MIN = -2.903534027771177  # root of 4x³ − 32x + 5 = 0 (global minimiser per coordinate)
 
 

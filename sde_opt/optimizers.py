@@ -2,11 +2,13 @@
 
 Continuous models paired with their optax optimizers (heavy ball, Nesterov, AdaGrad,
 RMSprop, Adam; their SDEs), the optax transforms they correspond to, modified equations
-(implicit gradient regularisation), SVAG (Li, Malladi & Arora 2021) and the learning-rate
-scaling rules. Coupled discrete/continuous paths for strong-error studies. Shaped noise
-injection into any optax optimizer (:func:`inject_noise`, noises of equal trace).
+(implicit gradient regularisation), perturbed GD for escaping saddles (Jin et al. 2017),
+SVAG (Li, Malladi & Arora 2021) and the learning-rate scaling rules. Coupled
+discrete/continuous paths for strong-error studies. Shaped noise injection into any optax
+optimizer (:func:`inject_noise`, noises of equal trace).
 """
 
+from ._dynamics import PerturbedGD as PerturbedGD
 from ._inject import InjectNoiseState as InjectNoiseState, equal_trace as equal_trace, inject_noise as inject_noise
 from ._modified import SGDModifiedFlow as SGDModifiedFlow, modified_loss as modified_loss
 from ._optimizers import (
@@ -44,7 +46,8 @@ from ._svag import (
 )
 
 __all__ = [
-    "AbstractOptimizerModel", "AdaGradFlow", "AdamFlow", "AdamSDE", "HeavyBall", "InjectNoiseState", "NesterovFlow", "NoisyOptax",
+    "AbstractOptimizerModel", "AdaGradFlow", "AdamFlow", "AdamSDE", "HeavyBall", "InjectNoiseState", "NesterovFlow",
+    "NoisyOptax", "PerturbedGD",
     "QuadraticRuleLoss", "RMSpropFlow", "RMSpropSDE", "SGDModifiedFlow", "SVAG", "SVAGOptax", "adam_moments", "coupled_paths",
     "equal_trace", "global_rmsprop", "inject_noise", "linear_rule_quadratic", "linear_scaling_rule", "modified_loss", "nesterov_sbc",
     "scale_by_global_rms", "scale_by_moments", "sqrt_scaling_rule", "svag_adam", "svag_gradient",

@@ -9,10 +9,12 @@ from ._escape_plots import (
     plot_escape_headline as escape_headline,
     plot_escape_study as escape_study,
     plot_rates as rates,
+    plot_saddle_batch as saddle_batch,
+    plot_saddle_escape as saddle_escape,
     plot_sharp_to_flat as sharp_to_flat,
 )
 from ._experiments import plot_stationary_covariance as stationary_covariance
 from ._tracking import plot_history as history
 
-__all__ = ["escape_headline", "escape_study", "history", "rates", "sharp_to_flat", "spectral_density",
-           "stationary_covariance"]
+__all__ = ["escape_headline", "escape_study", "history", "rates", "saddle_batch", "saddle_escape", "sharp_to_flat",
+           "spectral_density", "stationary_covariance"]

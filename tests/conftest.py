@@ -31,6 +31,8 @@ def landscape_table():
         ("double_well_3d", so.landscapes.double_well(barrier=1.0, curvature=2.0, dim=3, transverse=[1.0, 5.0])),
         ("sharp_flat", so.landscapes.sharp_flat(sharp=8.0, flat=1.0, barrier=0.5)),
         ("strict_saddle", so.landscapes.strict_saddle()),
+        ("saddle_4d", so.landscapes.saddle(jnp.array([-2.0, -0.5, 1.0, 3.0]), quartic=2.0,
+                                           basis=jnp.linalg.qr(jr.normal(jr.key(3), (4, 4)))[0])),
         ("styblinski_tang", so.landscapes.styblinski_tang(3)),
     ]
 

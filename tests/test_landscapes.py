@@ -49,8 +49,9 @@ def test_dense_hessian_matches_recorded_hessians(name, prob):
 def test_minima_are_minima_and_saddles_are_saddles(name, prob):
     for h in np.asarray(prob.info["hessians_min"]):
         assert np.linalg.eigvalsh(h).min() > 0, name
+    index = prob.info.get("saddle_index", 1)  # index-1 saddles (a maximum in 1-D) unless recorded otherwise
     for h in np.asarray(prob.info.get("hessians_saddle", np.zeros((0, 1, 1)))):
-        assert np.sum(np.linalg.eigvalsh(h) < 0) == 1, name  # index-1 saddle (a maximum in 1-D)
+        assert np.sum(np.linalg.eigvalsh(h) < 0) == index, name
 
 
 @pytest.mark.parametrize(
@@ -104,7 +105,28 @@ def test_styblinski_tang_has_2_to_the_d_local_minima():
             assert np.linalg.eigvalsh(np.asarray(hess(p))).min() > 0
 
 
+def test_saddle_landscape_facts():
+    prob = so.landscapes.saddle(jnp.array([-2.0, -0.5, 1.0, 3.0]), quartic=2.0)
+    assert prob.info["saddle_index"] == 2 and prob.info["minima"].shape == (4, 4)
+    np.testing.assert_allclose(prob.info["barrier"], (4.0 + 0.25) / 8.0, rtol=1e-12)
+    # the 2-D strict saddle is the special case saddle([1, -1])
+    a, b = so.landscapes.saddle(jnp.array([1.0, -1.0])), so.landscapes.strict_saddle()
+    for p in (jnp.array([0.3, -0.7]), jnp.array([1.2, 0.4])):
+        np.testing.assert_allclose(a.loss(p), b.loss(p), rtol=1e-12)
+    np.testing.assert_allclose(np.sort(np.asarray(a.info["minima"]), axis=0), np.sort(np.asarray(b.info["minima"]), axis=0))
+
+
 def test_landscape_bad_inputs():
+    with pytest.raises(ValueError, match="eigenvalues"):
+        so.landscapes.saddle(jnp.array([1.0, 2.0]))  # no negative direction
+    with pytest.raises(ValueError, match="eigenvalues"):
+        so.landscapes.saddle(jnp.array([-1.0, 0.0]))  # degenerate
+    with pytest.raises(ValueError, match="eigenvalues"):
+        so.landscapes.saddle(jnp.zeros((0,)))
+    with pytest.raises(ValueError, match="quartic"):
+        so.landscapes.saddle(jnp.array([-1.0, 1.0]), quartic=-1.0)
+    with pytest.raises(ValueError, match="basis"):
+        so.landscapes.saddle(jnp.array([-1.0, 1.0]), basis=jnp.ones((2, 2)))
     with pytest.raises(ValueError, match="hessian"):
         so.landscapes.quadratic(jnp.ones((2, 3)))
     with pytest.raises(ValueError, match="hessian"):

@@ -12,7 +12,8 @@ import sde_opt as so
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUTSIDE = ("notebooks", "paper_figs", "benchmarks", "tests")
-SUBMODULES = ("curvature", "escape", "experiments", "landscapes", "optimizers", "plot", "problems", "stability", "theory")
+SUBMODULES = ("curvature", "escape", "experiments", "landscapes", "optimizers", "plot", "problems", "saddles", "stability",
+              "theory")
 
 CONTRACT = (
     "Problem", "IsotropicNoise", "ConstantNoise", "HessianNoise", "MinibatchNoise", "GradientFlow", "SGDSDE", "SGD",
