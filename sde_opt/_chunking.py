@@ -23,6 +23,7 @@ chunks for convolutional models on CPU).
 from __future__ import annotations
 
 import math
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -49,15 +50,29 @@ def _has_primitive(jaxpr, name: str) -> bool:
                for eqn in jaxpr.eqns)
 
 
-def loops_are_slow(fn, *args) -> bool:
+_SLOW: dict = {}
+
+
+def loops_are_slow(fn, *args, owner=None, tag=()) -> bool:
     """Whether ``fn(*args)`` should not run inside a rolled compiled loop here: on the CPU
     backend, when it contains a convolution (see the module docstring; measured again on
     JAX 0.10.2: the weight gradient of one 3×3 convolution on 256 16×16×16 images, 8 times,
     0.26 s as 8 calls and 15.7 s in a ``fori_loop``, where XLA leaves that convolution in a
-    layout its CPU backend runs on a slow path). Traced abstractly (no FLOPs)."""
+    layout its CPU backend runs on a slow path). Traced abstractly (no FLOPs); with an
+    ``owner`` (the problem) the answer is remembered per ``tag`` while the owner lives."""
     if jax.default_backend() != "cpu":
         return False
-    return _has_primitive(jax.make_jaxpr(fn)(*args).jaxpr, "conv_general_dilated")
+    if owner is None:
+        return _has_primitive(jax.make_jaxpr(fn)(*args).jaxpr, "conv_general_dilated")
+    # remembered per owner (a problem: what holds the model) while it lives, and per tag,
+    # so that repeated calls do not trace the model again
+    seen = _SLOW.get(id(owner))
+    if seen is None:
+        seen = _SLOW[id(owner)] = {}
+        weakref.finalize(owner, _SLOW.pop, id(owner), None)
+    if tag not in seen:
+        seen[tag] = _has_primitive(jax.make_jaxpr(fn)(*args).jaxpr, "conv_general_dilated")
+    return seen[tag]
 
 
 def leading_size(tree) -> int:

@@ -762,7 +762,9 @@ def resolve_loop(loop: str, op: AbstractOperator) -> str:
     if traced:
         return "device"
     probe = jax.ShapeDtypeStruct((op.dim,), op.dtype)
-    return "host" if loops_are_slow(lambda v: op.mv(v), probe) else "device"
+    owner = getattr(op, "problem", None)
+    tag = (type(getattr(op, "curvature", None)), op.dim, str(op.dtype))
+    return "host" if loops_are_slow(lambda v: op.mv(v), probe, owner=owner, tag=tag) else "device"
 
 
 def _eigs_run(op, k: int, key, which: str, max_iter: int, tol: float, v0, fixed: bool = False, loop: str = "auto"):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -224,3 +225,42 @@ def test_key_and_dynamics_kind_are_checked():
             so.first_exit(dyn, jnp.ones(2), so.Ball(jnp.zeros(2), 5.0), key=bad, n_paths=2, max_steps=2)
     with pytest.raises(ValueError, match="discrete"):
         so.solve_diffrax(so.GD(quad, 0.1), jnp.ones(2), key=jr.key(0), n_paths=2, t1=1.0)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_host_loop_is_the_compiled_loop(linreg, chunk_size):
+    """``loop="host"`` (Python drives the steps; what "auto" picks for convolutions on CPU)
+    gives the compiled loop's paths, exit times and early stop."""
+    sgd = so.SGD(linreg, 0.05, 4)
+    kw = dict(key=jr.key(8), n_paths=5, n_steps=12)
+    y0 = jnp.zeros(linreg.dim)
+    dev = so.simulate(sgd, y0, save_every=3, loop="device", **kw)
+    host = so.simulate(sgd, y0, save_every=3, loop="host", chunk_size=chunk_size, **kw)
+    np.testing.assert_allclose(host.ys, dev.ys, rtol=1e-12, atol=1e-14)
+    region = so.Ball(linreg.info["minima"][0], 0.6 * float(jnp.linalg.norm(linreg.info["minima"][0])))
+    obs = so.FirstExit(region, early_stop=True)
+    ex_dev = so.observe(sgd, y0, obs, loop="device", **kw)
+    ex_host = so.observe(sgd, y0, obs, loop="host", chunk_size=chunk_size, **kw)
+    for a, b in zip(jax.tree_util.tree_leaves(ex_host), jax.tree_util.tree_leaves(ex_dev)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match='loop must be "auto", "device" or "host"'):
+        so.simulate(sgd, y0, loop="cpu", **kw)
+
+
+def test_convolutional_steps_run_from_the_host_on_cpu():
+    kx, ky = jr.split(jr.key(6))
+    data = {"x": jr.normal(kx, (16, 10)), "y": jr.normal(ky, (16,))}
+
+    def loss(w, ex):
+        out = jax.lax.conv_general_dilated(ex["x"][None, None, :], w[None, None, :], (1,), "VALID")
+        return 0.5 * (jnp.sum(jnp.tanh(out)) - ex["y"]) ** 2
+
+    prob = so.Problem(loss, data, params=jnp.full(3, 0.3))
+    sgd = so.SGD(prob, 0.05, 4)
+    kw = dict(key=jr.key(1), n_paths=3, n_steps=4)
+    auto = so.simulate(sgd, prob.theta0, **kw)
+    dev = so.simulate(sgd, prob.theta0, loop="device", **kw)
+    np.testing.assert_allclose(auto.ys, dev.ys, rtol=1e-12)
+    cpu = jax.default_backend() == "cpu"
+    got = so.curvature.resolve_loop("auto", so.curvature.curvature_operator(prob, prob.theta0))
+    assert got == ("host" if cpu else "device")
