@@ -223,8 +223,9 @@ def filter_normalize(problem: Problem, theta: Float[Array, " d"], direction: Flo
     A filter of the direction that is zero stays zero (the ratio is defined as 0 there, so no
     NaN; cf. loss-landscape issue #25), and so does one whose ``θ`` filter is zero.
 
-    Leaves with fewer than two axes (biases, BatchNorm/LayerNorm scales and offsets) are set
-    to zero with ``ignore_1d=True`` (Li et al.'s choice), or normalised as one filter with
+    Leaves with fewer than two axes (biases, BatchNorm/LayerNorm scales and offsets) and
+    leaves named ``bias`` (Equinox's ``Conv`` bias is ``(out, 1, 1)``) are set to zero with
+    ``ignore_1d=True`` (Li et al.'s choice), or normalised as one filter with
     ``ignore_1d=False``. A problem without a pytree (``problem.unravel is None``, a loss on a
     flat vector) or whose pytree is a single vector is one filter: the whole direction is
     rescaled to ``‖θ‖``, whatever ``ignore_1d``.
@@ -268,12 +269,20 @@ def filter_normalize(problem: Problem, theta: Float[Array, " d"], direction: Flo
     return _filter_normalize_tree(problem, theta, direction, filter_axis, bool(ignore_1d))
 
 
+def _is_bias(path, leaf) -> bool:
+    """A leaf with fewer than two axes, or one named ``bias`` (Equinox's ``Conv`` biases are
+    ``(out, 1, 1)``)."""
+    last = path[-1] if path else None
+    name = getattr(last, "name", getattr(last, "key", None))
+    return jnp.ndim(leaf) < 2 or name == "bias"
+
+
 @eqx.filter_jit
 def _filter_normalize_tree(problem, theta, direction, filter_axis, ignore_1d: bool):
     t_tree, d_tree = problem.unravel(theta), problem.unravel(direction)
 
     def leaf(path, d, t):
-        if jnp.ndim(d) < 2:
+        if _is_bias(path, d):
             return jnp.zeros_like(d) if ignore_1d else _normalise_leaf(d, t, None)
         axis = filter_axis(path, t) if callable(filter_axis) else int(filter_axis)
         if axis is not None and not -jnp.ndim(d) <= axis < jnp.ndim(d):

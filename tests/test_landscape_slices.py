@@ -140,6 +140,16 @@ def test_filter_normalize_equinox_mlp(getkey):
                                rtol=1e-13)
 
 
+def test_filter_normalize_equinox_conv(getkey):
+    conv = eqx.nn.Conv2d(2, 3, 3, key=getkey())  # weight (out, in, kh, kw), bias (out, 1, 1)
+    conv = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, conv)
+    prob = so.Problem(lambda m: jnp.sum(m(jnp.ones((2, 5, 5))) ** 2), params=conv)
+    out = prob.unravel(so.filter_normalize(prob, prob.theta0, jr.normal(getkey(), prob.theta0.shape)))
+    np.testing.assert_allclose(jnp.linalg.norm(_filters(out.weight, 0), axis=1),
+                               jnp.linalg.norm(_filters(conv.weight, 0), axis=1), rtol=1e-13)
+    assert out.bias.shape == (3, 1, 1) and np.all(out.bias == 0)
+
+
 def test_filter_normalize_flax_conv_and_dense(getkey):
     nn = pytest.importorskip("flax.linen")
 
