@@ -452,8 +452,8 @@ def project_trajectory(problem: Problem, theta, directions, trajectory: Float[Ar
                        chunk_size: int | None = None) -> Projection:
     """Project a trajectory ``(T, d)`` (e.g. ``ens.ys[i]``) on the slice through ``theta``
     along ``directions`` ``(k, d)``, with the residual distances and the true and projected
-    losses (the projected ones through the slice's own kernel, so they are the values
-    :func:`loss_slice` gives at ``coords``)."""
+    losses (the projected ones through the slice's own kernel: the values :func:`loss_slice`
+    gives at ``coords``, to rounding)."""
     theta = _check_theta(problem, theta)
     directions = _check_directions(directions, theta.shape[0], theta.dtype)
     x = jnp.asarray(trajectory)
