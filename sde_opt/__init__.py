@@ -9,6 +9,7 @@ and the contract analyses; everything else is in topic submodules:
 * :mod:`sde_opt.escape`: censored exit-time statistics; :mod:`sde_opt.theory`: closed forms;
 * :mod:`sde_opt.saddles`: escape from strict saddles (GD, perturbed GD, SGD, the SDE);
 * :mod:`sde_opt.stability`: linear and mean-square stability, radii, edge of stability;
+* :mod:`sde_opt.slices`: 1-D and 2-D slices of the loss, directions, trajectories on a slice;
 * :mod:`sde_opt.optimizers`: optimizers as ODEs/SDEs, modified equations, SVAG, scaling rules;
 * :mod:`sde_opt.experiments`: the studies of the notebooks and figures;
 * :mod:`sde_opt.plot`: plots of results (matplotlib).
@@ -92,6 +93,7 @@ from ._stability import (
     stability_radius as stability_radius,
 )
 from ._theory import ou_stationary_covariance as ou_stationary_covariance
+from ._slices import filter_normalize as filter_normalize, loss_slice as loss_slice
 
 # results on disk: .npz + JSON metadata, never pickle
 from ._io import load as load, register_result as register_result, save as save
@@ -110,11 +112,12 @@ from . import (  # noqa: E402
     plot as plot,
     problems as problems,
     saddles as saddles,
+    slices as slices,
     stability as stability,
     theory as theory,
 )
 
-_SUBMODULES = ("curvature", "escape", "theory", "stability", "optimizers", "experiments", "saddles")
+_SUBMODULES = ("curvature", "escape", "theory", "stability", "optimizers", "experiments", "saddles", "slices")
 _PLOT_RENAMES = {
     "plot_escape_headline": "escape_headline", "plot_escape_study": "escape_study", "plot_rates": "rates",
     "plot_sharp_to_flat": "sharp_to_flat", "plot_spectral_density": "spectral_density", "plot_history": "history",

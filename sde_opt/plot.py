@@ -14,7 +14,13 @@ from ._escape_plots import (
     plot_sharp_to_flat as sharp_to_flat,
 )
 from ._experiments import plot_stationary_covariance as stationary_covariance
+from ._slice_plots import (
+    plot_interpolation as interpolation,
+    plot_slice_contour as slice_contour,
+    plot_slice_density as slice_density,
+    plot_slice_surface as slice_surface,
+)
 from ._tracking import plot_history as history
 
-__all__ = ["escape_headline", "escape_study", "history", "rates", "saddle_batch", "saddle_escape", "sharp_to_flat",
-           "spectral_density", "stationary_covariance"]
+__all__ = ["escape_headline", "escape_study", "history", "interpolation", "rates", "saddle_batch", "saddle_escape",
+           "sharp_to_flat", "slice_contour", "slice_density", "slice_surface", "spectral_density", "stationary_covariance"]

@@ -50,3 +50,10 @@ def test_bench_curvature_fast_runs_and_reports_agreement():
     assert len(rows) == 5  # top eigenvalue twice, trace twice (equal probes, equal standard error), density
     assert "| d=610 |" in out.stdout  # the agreement table
     assert "probes for Hutch++'s standard error" in out.stdout
+
+
+def test_bench_slices_fast_runs_without_torch():
+    """sde_opt's side only (``--no-torch``): the comparison with loss-landscapes needs torch."""
+    out = _run("bench_slices.py", "--fast", "--no-torch", "--cases", "mlp")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| model | d | N | grid |" in out.stdout and "| mlp | 2,410 |" in out.stdout

@@ -12,13 +12,15 @@ import sde_opt as so
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUTSIDE = ("notebooks", "paper_figs", "benchmarks", "tests")
-SUBMODULES = ("curvature", "escape", "experiments", "landscapes", "optimizers", "plot", "problems", "saddles", "stability",
+SUBMODULES = ("curvature", "escape", "experiments", "landscapes", "optimizers", "plot", "problems", "saddles", "slices",
+              "stability",
               "theory")
 
 CONTRACT = (
     "Problem", "IsotropicNoise", "ConstantNoise", "HessianNoise", "MinibatchNoise", "GradientFlow", "SGDSDE", "SGD",
     "NoisyGD", "OptaxDynamics", "simulate", "first_exit", "escape_rate", "stability_radius",
-    "ou_stationary_covariance", "hessian_eigs", "hessian_trace", "noise_eigs", "landscapes",
+    "ou_stationary_covariance", "hessian_eigs", "hessian_trace", "noise_eigs", "landscapes", "loss_slice",
+    "filter_normalize",
 )
 
 # a private module or name reached from outside the package: an import of a module whose name starts
