@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m sde_opt.demo --out demo_out
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q tests --nbmake notebooks
+	$(BIN)/python -m pytest -q -n 2 --durations=25 tests --nbmake notebooks
 	$(BIN)/python -m pytest -q --doctest-modules sde_opt
 
 bench: $(VENV)/.installed-test

@@ -41,6 +41,7 @@ from ._experiments import (
     stationary_covariance as stationary_covariance,
     stationary_covariance_sweep as stationary_covariance_sweep,
 )
+from ._inject_study import InjectedEscape as InjectedEscape, injected_noise_escape as injected_noise_escape
 from ._modified import (
     GDFlowErrors as GDFlowErrors,
     SGDFlowErrors as SGDFlowErrors,
@@ -65,6 +66,7 @@ from ._scaling import (
 from ._svag import SVAGStudy as SVAGStudy, svag_study as svag_study
 
 __all__ = [
+    "InjectedEscape", "injected_noise_escape",
     "HEADLINE", "CovarianceEstimate", "EscapeHeadline", "EscapeStudy", "GDAgainstFlow", "MethodCovariance",
     "MethodRates", "StationarySweep", "ExponentFit", "Moments", "RadiusSetting", "RadiusStudy",
     "RadiusStudyConfig", "SharpToFlat", "EdgeOfStability", "FlowComparison", "GDFlowErrors", "SGDFlowErrors",

@@ -163,3 +163,16 @@ def test_bad_arguments(regression):
         tx.update(jnp.zeros(3), tx.init(theta))
     with pytest.raises(ValueError, match="flat parameters"):
         tx.update({"w": jnp.zeros(3)}, tx.init(theta), {"w": theta})
+
+
+def test_escape_study_injects_equal_step_traces():
+    """The study's rows have the parameter-step noise trace of SGD at the sharp minimum,
+    and the mini-batch shape there is SGD's own covariance (share along the sharp axis)."""
+    esc = so.experiments.injected_noise_escape(kinds=("sgd", "isotropic", "minibatch"), n_paths=16, max_steps=50,
+                                               key=jr.key(0))
+    np.testing.assert_allclose(esc.step_trace, esc.step_trace[0], rtol=1e-10)
+    np.testing.assert_allclose(esc.alignment[2], esc.alignment[0], rtol=1e-10)
+    np.testing.assert_allclose(esc.alignment[1], 0.5, rtol=1e-10)
+    assert np.all((esc.escaped >= 0) & (esc.escaped <= 1)) and esc.kinds == ("sgd", "isotropic", "minibatch")
+    with pytest.raises(ValueError, match="kinds"):
+        so.experiments.injected_noise_escape(kinds=("adam",), key=jr.key(0))
