@@ -175,8 +175,8 @@ def pyhessian_runs(model, crit, x, y):
     return top, trace_fixed, trace_default, density
 
 
-def sde_opt_runs(prob):
-    """Each run returns ``(value, hvps)``."""
+def sde_opt_runs(prob, density_iter: int = 100):
+    """Each run returns ``(value, hvps)`` (``density_iter``: SLQ steps of the density run)."""
     theta = prob.theta0
 
     def top(key):
@@ -195,8 +195,8 @@ def sde_opt_runs(prob):
 
     def density(key):
         def run():
-            dens = so.curvature.hessian_density(prob, theta, key=key, n_probes=1, n_iter=100)
-            return jax.block_until_ready(dens.nodes), 100
+            dens = so.curvature.hessian_density(prob, theta, key=key, n_probes=1, n_iter=density_iter)
+            return jax.block_until_ready(dens.nodes), density_iter
 
         return run
 

@@ -40,16 +40,9 @@ import numpy as np
 import optax
 
 import sde_opt as so
-from bench_networks_noise import _cnn, _xent
+from bench_networks_noise import cnn_problem
 
 LR, B = 0.05, 64
-
-
-def cnn_problem(n):
-    from flax import linen as nn
-
-    net, variables, data = _cnn(nn, n)
-    return so.Problem(lambda var, ex: _xent(net.apply(var, ex["x"][None])[0], ex["y"]), data, params=variables)
 
 
 def mlp_problem(n):

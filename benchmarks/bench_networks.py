@@ -64,7 +64,7 @@ if "--threads" not in " ".join(sys.argv[1:]):  # bench_curvature reads --threads
     sys.argv.append("--threads=2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from bench_curvature import HVPS, count_pyhessian_hvps, install_torch_eig_shim, med, timed  # noqa: E402
+from bench_curvature import HVPS, count_pyhessian_hvps, install_torch_eig_shim, med, sde_opt_runs, timed  # noqa: E402
 from bench_networks_noise import _cnn, _xent  # noqa: E402
 
 import equinox as eqx  # noqa: E402
@@ -209,34 +209,6 @@ def eigenthings_runs(model, crit, x, y):
         return run
 
     return top, trace, op
-
-
-def sde_opt_runs(prob, density_iter: int):
-    """Each run returns ``(value, hvps)``."""
-    theta = prob.theta0
-
-    def top(key):
-        def run():
-            res = so.curvature.eigs(so.curvature.curvature_operator(prob, theta), 1, key=key)  # what hessian_eigs runs
-            return float(res.values[0]), int(res.n_iter)
-
-        return run
-
-    def trace(key, n, estimator=None):
-        def run():
-            tr = so.hessian_trace(prob, theta, key=key, n_probes=n, estimator=estimator)
-            return (float(tr.value), float(tr.stderr)), n
-
-        return run
-
-    def density(key):
-        def run():
-            dens = so.curvature.hessian_density(prob, theta, key=key, n_probes=1, n_iter=density_iter)
-            return jax.block_until_ready(dens.nodes), density_iter
-
-        return run
-
-    return top, trace, density
 
 
 def hvp_runs(prob, ph_build, e_op):

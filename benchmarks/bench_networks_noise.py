@@ -91,6 +91,15 @@ def _cnn(nn, n):
     return net, variables, data
 
 
+def cnn_problem(n: int, chunk_size=None) -> so.Problem:
+    """The CNN as a ``so.Problem`` on ``n`` synthetic images (shared by the other benchmarks)."""
+    from flax import linen as nn
+
+    net, variables, data = _cnn(nn, n)
+    loss = lambda var, ex: _xent(net.apply(var, ex["x"][None])[0], ex["y"])  # noqa: E731
+    return so.Problem(loss, data, params=variables, chunk_size=chunk_size, name="cnn")
+
+
 def cnn(args):
     from flax import linen as nn
 

@@ -51,30 +51,11 @@ import jax.random as jr
 import numpy as np
 
 import sde_opt as so
-
-
-def _xent(logits, label):
-    return jax.nn.logsumexp(logits) - logits[label]
+from bench_networks_noise import cnn_problem
 
 
 def _cnn_problem(n):
-    from flax import linen as nn
-
-    class CNN(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            x = nn.relu(nn.Conv(16, (3, 3))(x))
-            x = nn.relu(nn.Conv(32, (3, 3))(x))
-            x = nn.avg_pool(x, (2, 2), (2, 2))
-            x = nn.relu(nn.Dense(71)(x.reshape(x.shape[:-3] + (-1,))))
-            return nn.Dense(10)(x)
-
-    kx, ky, kp = jr.split(jr.key(0), 3)
-    data = {"x": jr.normal(kx, (n, 16, 16, 3)), "y": jr.randint(ky, (n,), 0, 10)}
-    net = CNN()
-    variables = net.init(kp, data["x"][:1])
-    loss = lambda var, ex: _xent(net.apply(var, ex["x"][None])[0], ex["y"])  # noqa: E731
-    return so.Problem(loss, data, params=variables, name="cnn")
+    return cnn_problem(n)
 
 
 def _mlp_problem(n):

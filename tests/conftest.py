@@ -23,6 +23,20 @@ def getkey():
     return lambda: jr.key(next(count))
 
 
+@pytest.fixture(scope="session")
+def conv_problem():
+    """A least-squares model through a 1-D convolution (3 weights, 16 examples): the
+    smallest problem whose products contain a convolution."""
+    kx, ky = jr.split(jr.key(6))
+    data = {"x": jr.normal(kx, (16, 10)), "y": jr.normal(ky, (16,))}
+
+    def loss(w, ex):
+        out = jax.lax.conv_general_dilated(ex["x"][None, None, :], w[None, None, :], (1,), "VALID")
+        return 0.5 * (jnp.sum(jnp.tanh(out)) - ex["y"]) ** 2
+
+    return so.Problem(loss, data, params=jnp.full(3, 0.3))
+
+
 def landscape_table():
     """(name, problem) pairs whose info holds exact minima and Hessians."""
     return [

@@ -72,16 +72,9 @@ def test_loop_argument_is_checked(problem):
                                rtol=1e-12)
 
 
-def test_auto_picks_the_host_loop_for_convolutions_on_cpu():
+def test_auto_picks_the_host_loop_for_convolutions_on_cpu(conv_problem):
     """A 1-D convolutional model: the auto choice must give the host loop's numbers on CPU."""
-    kx, ky = jr.split(jr.key(6))
-    data = {"x": jr.normal(kx, (16, 10)), "y": jr.normal(ky, (16,))}
-
-    def loss(w, ex):
-        out = jax.lax.conv_general_dilated(ex["x"][None, None, :], w[None, None, :], (1,), "VALID")
-        return 0.5 * (jnp.sum(jnp.tanh(out)) - ex["y"]) ** 2
-
-    prob = so.Problem(loss, data, params=jnp.full(3, 0.3))
+    prob = conv_problem
     kw = dict(key=jr.key(0), max_iter=3)
     auto = so.curvature.eigs(so.curvature.curvature_operator(prob, prob.theta0), 1, **kw)
     host = so.curvature.eigs(so.curvature.curvature_operator(prob, prob.theta0), 1, loop="host", **kw)

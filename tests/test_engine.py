@@ -247,15 +247,8 @@ def test_host_loop_is_the_compiled_loop(linreg, chunk_size):
         so.simulate(sgd, y0, loop="cpu", **kw)
 
 
-def test_convolutional_steps_run_from_the_host_on_cpu():
-    kx, ky = jr.split(jr.key(6))
-    data = {"x": jr.normal(kx, (16, 10)), "y": jr.normal(ky, (16,))}
-
-    def loss(w, ex):
-        out = jax.lax.conv_general_dilated(ex["x"][None, None, :], w[None, None, :], (1,), "VALID")
-        return 0.5 * (jnp.sum(jnp.tanh(out)) - ex["y"]) ** 2
-
-    prob = so.Problem(loss, data, params=jnp.full(3, 0.3))
+def test_convolutional_steps_run_from_the_host_on_cpu(conv_problem):
+    prob = conv_problem
     sgd = so.SGD(prob, 0.05, 4)
     kw = dict(key=jr.key(1), n_paths=3, n_steps=4)
     auto = so.simulate(sgd, prob.theta0, **kw)
