@@ -6,7 +6,7 @@ The plane goes through the final point θ_T along the top two PCA directions of
 ``θ_t − θ_T``; the trajectory is projected by least squares, and the figure states how far
 it lies from the plane (relative residual) and how well the slice's losses match the true
 losses along the path. The ensemble (same start, independent mini-batches) is projected on
-the same plane at three times.
+the same plane at two times, each over a slice zoomed on the ensemble's own spread.
 
     python paper_figs/landscape_trajectory.py [--fast] [--plot-only] [--out DIR]
 """
@@ -44,16 +44,25 @@ def compute(config: dict, key):
     grid = tuple(_axis(c[:, i].min(), c[:, i].max(), config["margin"], config["grid"]) for i in range(2))
     sl = so.slices.landscape_slice(prob, pca.center, pca.directions, grid=grid)
     ens = so.simulate(sgd, prob.theta0, key=k_ens, n_paths=config["n_paths"], **run)
-    times = np.asarray(ens.ts)[[len(ens.ts) // 4, len(ens.ts) // 2, -1]]
-    dens = so.slices.path_density(ens, pca.center, pca.directions, grid=grid, times=times)
-    return {"slice": sl, "projection": first, "explained_variance_ratio": pca.explained_variance_ratio,
-            "density": dens}
+    out = {"slice": sl, "projection": first, "explained_variance_ratio": pca.explained_variance_ratio}
+    # the ensemble at two times, each on a slice zoomed on its own spread (±4 standard deviations of
+    # the projected positions; the paths spread far less than the trajectory travels)
+    for name, row in (("early", len(ens.ts) // 4), ("final", len(ens.ts) - 1)):
+        pos = ens.ys[:, row]
+        c = np.asarray((pos - pca.center) @ pca.directions.T)
+        zoom = tuple(jnp.linspace(c[:, i].mean() - 4 * c[:, i].std(), c[:, i].mean() + 4 * c[:, i].std(),
+                                  config["grid"]) for i in range(2))
+        out[f"{name}_slice"] = so.slices.landscape_slice(prob, pca.center, pca.directions, grid=zoom)
+        out[f"{name}_density"] = so.slices.path_density(pos, pca.center, pca.directions, grid=zoom,
+                                                        bandwidth=float(np.mean(c.std(axis=0))) / 3)
+        out[f"{name}_time"] = ens.ts[row]
+    return out
 
 
 def plot(result: dict, meta: dict):
     import matplotlib.pyplot as plt
 
-    sl, proj, dens = result["slice"], result["projection"], result["density"]
+    sl, proj = result["slice"], result["projection"]
     evr = np.asarray(result["explained_variance_ratio"])
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     so.plot.slice_contour(sl, axes[0], filled=True, projection=proj, log=True)
@@ -69,10 +78,13 @@ def plot(result: dict, meta: dict):
     ax.set_xlabel("SGD step")
     ax.set_ylabel("loss")
     ax.legend(fontsize=8)
-    for i, ax in zip((0, -1), axes[2:]):
-        so.plot.slice_density(dens, sl, ax, index=i)
+    for name, ax in zip(("early", "final"), axes[2:]):
+        dens = result[f"{name}_density"]
+        so.plot.slice_density(dens, result[f"{name}_slice"], ax)
+        ax.set_title(f"{meta['config']['n_paths']} SGD paths at t = {float(result[name + '_time']):.3g}: "
+                     f"mean relative distance from the plane {float(dens.mean_relative_residual[0]):.2f}", fontsize=8)
     print(f"explained variance {evr.round(3)}; max relative residual {float(np.max(proj.relative_residual)):.3f}; "
-          f"density on the grid {np.asarray(dens.fraction_inside).round(3)}")
+          f"|loss - slice loss| along the path max {float(np.max(np.abs(proj.loss - proj.loss_projected))):.3g}")
     fig.tight_layout()
     return fig
 
