@@ -169,3 +169,23 @@ def plot_saddle_batch(result, ax=None):
     ax.set_ylabel("exit time from the ball (SDE time)")
     ax.legend(fontsize=7)
     return ax
+
+
+def plot_injected_escape(result, ax=None):
+    """Mean exit time from the sharp minimum (±2 s.e.) for each row of an
+    :class:`~sde_opt.experiments.InjectedEscape`, real SGD first, each bar labelled with the
+    share of its step noise along the sharp direction and the fraction of paths that left."""
+    ax = _axes(ax, (6.5, 4))
+    kinds = list(result.kinds)
+    t, se = np.asarray(result.mean_time), np.asarray(result.mean_se)
+    colors = ["C3" if k == "sgd" else "C0" for k in kinds]
+    x = np.arange(len(kinds))
+    ax.bar(x, t, yerr=2 * se, color=colors, capsize=4)
+    for i in x:
+        ax.annotate(f"sharp share {result.alignment[i]:.2f}\nleft {result.escaped[i]:.0%}", (i, t[i] + 2 * se[i]),
+                    ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, ["real SGD" if k == "sgd" else k for k in kinds])
+    ax.set_ylabel("mean exit time from the sharp basin (SDE time)")
+    ax.set_ylim(0, 1.25 * float(np.max(t + 2 * se)))
+    ax.set_title("GD + injected noise of SGD's trace at the sharp minimum, beside SGD", fontsize=9)
+    return ax

@@ -8,6 +8,7 @@ from ._curvature import plot_spectral_density as spectral_density
 from ._escape_plots import (
     plot_escape_headline as escape_headline,
     plot_escape_study as escape_study,
+    plot_injected_escape as injected_escape,
     plot_rates as rates,
     plot_saddle_batch as saddle_batch,
     plot_saddle_escape as saddle_escape,
@@ -22,5 +23,5 @@ from ._slice_plots import (
 )
 from ._tracking import plot_history as history
 
-__all__ = ["escape_headline", "escape_study", "history", "interpolation", "rates", "saddle_batch", "saddle_escape",
+__all__ = ["escape_headline", "escape_study", "history", "injected_escape", "interpolation", "rates", "saddle_batch", "saddle_escape",
            "sharp_to_flat", "slice_contour", "slice_density", "slice_surface", "spectral_density", "stationary_covariance"]
