@@ -28,6 +28,8 @@ import weakref
 import jax
 import jax.numpy as jnp
 
+from ._checks import is_concrete, loop_mode
+
 
 _UNROLL_MAX_CHUNKS = 16
 
@@ -73,6 +75,24 @@ def loops_are_slow(fn, *args, owner=None, tag=()) -> bool:
     if tag not in seen:
         seen[tag] = _has_primitive(jax.make_jaxpr(fn)(*args).jaxpr, "conv_general_dilated")
     return seen[tag]
+
+
+def choose_loop(loop: str, inputs, fn, *args, owner=None, tag=()) -> str:
+    """The one rule for where a loop over products or steps runs: ``loop`` is ``"device"``
+    (one compiled loop), ``"host"`` (Python drives it, one compiled call per iteration) or
+    ``"auto"``: host when :func:`loops_are_slow` for ``fn(*args)``, and always device when
+    any array of ``inputs`` is traced (inside ``jit``/``vmap``, where a Python loop cannot
+    run; an explicit ``"host"`` there is an error)."""
+    loop = loop_mode(loop)
+    traced = not all(is_concrete(x) for x in jax.tree_util.tree_leaves(inputs) if isinstance(x, jax.Array))
+    if loop == "host" and traced:
+        raise ValueError('loop="host" runs the loop in Python and cannot be traced (inside jit, vmap or grad); '
+                         'use loop="device" or call it outside the transformation.')
+    if loop != "auto":
+        return loop
+    if traced:
+        return "device"
+    return "host" if loops_are_slow(fn, *args, owner=owner, tag=tag) else "device"
 
 
 def leading_size(tree) -> int:

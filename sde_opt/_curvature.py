@@ -43,8 +43,8 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import check_operator, is_concrete, loop_mode, n_eigenpairs, positive_int, which_end
-from ._chunking import loops_are_slow
+from ._checks import check_operator, is_concrete, n_eigenpairs, positive_int, which_end
+from ._chunking import choose_loop
 from ._io import register_result
 from ._problem import Problem
 
@@ -752,19 +752,9 @@ def resolve_loop(loop: str, op: AbstractOperator) -> str:
     loop, one compiled call per step, for products that run slowly inside a compiled loop
     (convolutions on CPU, see :func:`sde_opt._chunking.loops_are_slow`: on a 151k-parameter
     CNN a Lanczos step cost 300-500 HVPs inside the loop). ``"auto"``: host exactly then."""
-    loop = loop_mode(loop)
-    traced = not all(is_concrete(x) for x in jax.tree_util.tree_leaves(eqx.filter(op, eqx.is_array)))
-    if loop == "host" and traced:
-        raise ValueError('loop="host" runs the loop in Python and cannot be traced (inside jit, vmap or grad); '
-                         'use loop="device" or call it outside the transformation.')
-    if loop != "auto":
-        return loop
-    if traced:
-        return "device"
     probe = jax.ShapeDtypeStruct((op.dim,), op.dtype)
-    owner = getattr(op, "problem", None)
     tag = (type(getattr(op, "curvature", None)), op.dim, str(op.dtype))
-    return "host" if loops_are_slow(lambda v: op.mv(v), probe, owner=owner, tag=tag) else "device"
+    return choose_loop(loop, op, lambda v: op.mv(v), probe, owner=getattr(op, "problem", None), tag=tag)
 
 
 def _eigs_run(op, k: int, key, which: str, max_iter: int, tol: float, v0, fixed: bool = False, loop: str = "auto"):

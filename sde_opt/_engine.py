@@ -35,8 +35,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from ._checks import loop_mode, positive, positive_int
-from ._chunking import loops_are_slow
+from ._checks import positive, positive_int
+from ._chunking import choose_loop
 from ._dynamics import AbstractDynamics
 from ._integrators import AbstractIntegrator, default_integrator
 from ._observers import AbstractObserver, RunInfo, SavePositions, StepInfo, record_every
@@ -325,15 +325,11 @@ def resolve_loop(loop: str, dyn, integrator, y0, key, dt) -> str:
     151k-parameter CNN (SGD, B = 64, XLA CPU, 2 cores): 0.08 s per network-step called one
     at a time, 2 s per network-step when 4 networks are vmapped (a convolution with batched
     weights), 1.8 s in a ``lax.map`` over the networks. ``"auto"``: host exactly then."""
-    loop = loop_mode(loop)
-    if loop != "auto":
-        return loop
     state = jax.eval_shape(jax.vmap(dyn.init), y0[:1])
     keys = jax.eval_shape(lambda: path_keys(key, 0, 1))
     step = lambda st, ks: integrator.step(dyn, st, jnp.zeros((), dt.dtype), dt, ks, jnp.asarray(0))  # noqa: E731
-    owner = getattr(dyn, "problem", None)
     tag = (type(dyn), type(integrator), type(getattr(dyn, "noise", None)), y0.shape[1:], str(y0.dtype))
-    return "host" if loops_are_slow(step, state, keys, owner=owner, tag=tag) else "device"
+    return choose_loop(loop, (dyn, y0, key, dt), step, state, keys, owner=getattr(dyn, "problem", None), tag=tag)
 
 
 def _concat(parts):
