@@ -36,9 +36,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from ._checks import positive, positive_int
+from ._checkpoint import ChunkStore, fingerprint
 from ._chunking import choose_loop
 from ._dynamics import AbstractDynamics
 from ._integrators import AbstractIntegrator, default_integrator
+from ._progress import check_progress, progress_bar
 from ._observers import AbstractObserver, RunInfo, SavePositions, StepInfo, record_every
 
 # paths × d floats per chunk. Measured on 2 CPU cores for d = 2 ... 100: 1e5 to 5e5 floats per
@@ -138,17 +140,24 @@ def check_key(key):
     raise ValueError(f"key must be a PRNG key such as jax.random.key(0), got {type(key).__name__} {key!r}.")
 
 
-def chunks(y0, key, chunk_size):
-    """Fixed-size chunks of paths: yields ``(n_valid, y0_chunk, keys_chunk)``; the last chunk is
-    padded so a kernel compiles once, and each chunk is sharded over the devices."""
-    n_paths, d = y0.shape
+def chunk_grid(n_paths: int, d: int, chunk_size) -> tuple[int, list[int]]:
+    """The chunk size and the first path of every chunk. The grid depends on ``n_paths``,
+    ``d``, ``chunk_size`` and the number of local devices only, not on the number of
+    processes (so a checkpoint written by one process serves two, and back)."""
     chunk = chunk_size_for(n_paths, d, chunk_size)
-    for start in range(0, n_paths, chunk):
-        n_valid = min(chunk, n_paths - start)
-        y0_c = y0[start : start + n_valid]
-        if n_valid < chunk:
-            y0_c = jnp.concatenate([y0_c, jnp.broadcast_to(y0_c[:1], (chunk - n_valid, d))])
-        yield (n_valid, *shard_paths(y0_c, path_keys(key, start, chunk)))
+    return chunk, list(range(0, n_paths, chunk))
+
+
+def chunk_inputs(y0, key, start: int, chunk: int):
+    """``(n_valid, y0_chunk, keys_chunk)`` for the chunk of paths from ``start``: padded to
+    ``chunk`` rows (repeating its first start; paths past ``n_paths`` are computed and
+    dropped) so a kernel compiles once, and sharded over the local devices."""
+    n_paths, d = y0.shape
+    n_valid = max(0, min(chunk, n_paths - start))
+    y0_c = y0[start : start + n_valid] if n_valid else y0[:1]
+    if y0_c.shape[0] < chunk:
+        y0_c = jnp.concatenate([y0_c, jnp.broadcast_to(y0_c[:1], (chunk - y0_c.shape[0], d))])
+    return (n_valid, *shard_paths(y0_c, path_keys(key, start, chunk)))
 
 
 def path_keys(key: PRNGKeyArray, start: int, count: int):
@@ -166,13 +175,15 @@ def chunk_size_for(n_paths: int, d: int, chunk_size) -> int:
         chunk_size = max(1, _CHUNK_FLOATS // max(d, 1))
     chunk_size = positive_int("chunk_size", chunk_size)
     chunk = min(chunk_size, n_paths)
-    n_dev = jax.device_count()
+    n_dev = jax.local_device_count()
     return math.ceil(chunk / n_dev) * n_dev
 
 
 def shard_paths(*arrays):
-    """Place arrays with a leading path axis across all devices (no-op on one device)."""
-    devices = jax.devices()
+    """Place arrays with a leading path axis across this process's devices (no-op on one
+    device); under ``jax.distributed`` each process runs its own chunks
+    (:func:`run_observers`)."""
+    devices = jax.local_devices()
     if len(devices) == 1:
         return arrays
     mesh = Mesh(np.array(devices), ("paths",))
@@ -300,7 +311,7 @@ _finished_jit = eqx.filter_jit(_finished)
 _finish_jit = eqx.filter_jit(_finish)
 
 
-def _host_kernel(dyn, integrator, observers, y0, keys, dt, n_steps: int, every: int):
+def _host_kernel(dyn, integrator, observers, y0, keys, dt, n_steps: int, every: int, on_step=None):
     """:func:`_kernel` with its loops in Python: one compiled call per step (and per
     record), the same steps and observers, so a step never runs inside a compiled loop
     (see :func:`resolve_loop`)."""
@@ -311,6 +322,8 @@ def _host_kernel(dyn, integrator, observers, y0, keys, dt, n_steps: int, every: 
     while s < n_intervals and not (stoppable and bool(_finished_jit(observers, carries))):
         for j in range(s * every, min((s + 1) * every, n_steps)):
             state, carries = _advance_jit(dyn, integrator, observers, state, carries, keys, dt, jnp.asarray(j))
+            if on_step is not None:
+                on_step()
         carries = _record_jit(dyn, observers, state, carries, jnp.asarray(s))
         s += 1
     steps_run = jnp.asarray(min(s * every, n_steps))
@@ -336,30 +349,105 @@ def _concat(parts):
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
 
+def _manifest(dyn, integrator, obs, y0, key, dt, n_steps, every, chunk, host) -> dict:
+    """What a checkpoint records of a run; a rerun must match every field."""
+    from . import __version__
+
+    key_data = jr.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return {
+        "dynamics": f"{type(dyn).__name__} {fingerprint(dyn)}",
+        "integrator": f"{type(integrator).__name__} {fingerprint(integrator)}",
+        "observers": f"{[type(o).__name__ for o in obs]} {fingerprint(obs)}",
+        "start": f"{y0.dtype}{list(y0.shape)} {fingerprint(y0)}",
+        "key": np.asarray(key_data).ravel().tolist(),
+        "n_steps": int(n_steps), "every": int(every), "dt": float(dt), "chunk": int(chunk),
+        "loop": "host" if host else "device", "sde_opt": __version__,
+    }
+
+
+def _gather(parts: list, steps: list, n_chunks: int, chunk: int, n_paths: int):
+    """Every process's chunks, in path order, on every process. Process ``p`` ran chunks
+    ``p, p + P, p + 2P, ...`` (``P`` processes), each padded to ``chunk`` rows; one
+    all-gather assembles them."""
+    from jax.experimental import multihost_utils
+
+    n_proc = jax.process_count()
+    local = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *parts)
+    both = multihost_utils.process_allgather((local, jnp.asarray(max(steps))))
+    tree, all_steps = both
+    rounds = len(parts)
+
+    def order(a):  # (P, rounds * chunk, ...) -> (rounds * P * chunk, ...)[:n_paths]
+        a = np.asarray(a).reshape(n_proc, rounds, chunk, *a.shape[2:])
+        return jnp.asarray(np.swapaxes(a, 0, 1).reshape(rounds * n_proc * chunk, *a.shape[3:])[:n_paths])
+
+    return jax.tree_util.tree_map(order, tree), int(np.max(all_steps))
+
+
 def run_observers(dyn, y0, observers, *, key, n_steps, dt, integrator=None, chunk_size=None, block=32,
-                  loop: str = "auto"):
+                  loop: str = "auto", checkpoint=None, progress=None):
     """The chunk driver: validated inputs -> ``(results, steps_run)``, results in the
     structure of ``observers`` with the paths of all chunks concatenated; ``steps_run`` is
     the most steps any chunk ran (less than ``n_steps`` after an early stop). ``loop``:
-    see :func:`resolve_loop` (the host loop takes one path per chunk by default)."""
+    see :func:`resolve_loop` (the host loop takes one path per chunk by default).
+
+    ``checkpoint``: a directory where each finished chunk is stored and from which a rerun
+    of the same configuration loads it (:mod:`sde_opt._checkpoint`). ``progress``: a bar
+    over the path-steps (:mod:`sde_opt._progress`). Under ``jax.distributed`` with ``P``
+    processes, process ``p`` runs chunks ``p, p + P, ...`` on its own devices and one
+    all-gather gives every process the whole result, the same as one process computes
+    (paths are keyed by their index, not by who runs them)."""
     obs, treedef = _observer_list(observers)
     integrator = default_integrator(dyn) if integrator is None else integrator
     if not isinstance(integrator, AbstractIntegrator):
         raise ValueError(f"integrator must be an integrator such as so.EulerMaruyama(), got {type(integrator).__name__}.")
     integrator.check(dyn)
+    check_progress(progress)
     every = _interval(obs, n_steps, block)
     dt = dt.astype(y0.dtype)
     host = resolve_loop(loop, dyn, integrator, y0, key, dt) == "host"
-    kernel = _host_kernel if host else _kernel
     if host and chunk_size is None:
         chunk_size = 1
+    n_paths, d = y0.shape
+    chunk, starts = chunk_grid(n_paths, d, chunk_size)
+    store = None if checkpoint is None else ChunkStore(
+        checkpoint, _manifest(dyn, integrator, obs, y0, key, dt, n_steps, every, chunk, host))
+    n_proc, me = jax.process_count(), jax.process_index()
+    rounds = -(-len(starts) // n_proc)
+    mine = [r * n_proc + me for r in range(rounds)]  # chunk indices; past the last: padding for the gather
     parts, steps = [], []
-    for n_valid, y0_c, keys in chunks(y0, key, chunk_size):
-        out, s = kernel(dyn, integrator, obs, y0_c, keys, dt, n_steps, every)
-        parts.append(jax.tree_util.tree_map(lambda a: a[:n_valid], out))
-        steps.append(s)
-    results = jax.tree_util.tree_map(lambda *a: _concat(a), *parts)
-    return jax.tree_util.tree_unflatten(treedef, list(results)), max(int(s) for s in steps)
+    my_paths = sum(max(0, min(chunk, n_paths - c * chunk)) for c in mine)
+    with progress_bar(my_paths * n_steps, f"{type(dyn).__name__} paths", progress, unit="path-step",
+                      unit_scale=True) as bar:
+        for c in mine:
+            start = c * chunk
+            n_valid = max(0, min(chunk, n_paths - start))
+            done_before = bar.n
+            loaded = store.load(start, n_valid) if (store is not None and n_valid) else None
+            if loaded is None:
+                n_valid, y0_c, keys = chunk_inputs(y0, key, start, chunk)
+                if host:
+                    out, s = _host_kernel(dyn, integrator, obs, y0_c, keys, dt, n_steps, every,
+                                          on_step=lambda: bar.update(n_valid))
+                else:
+                    out, s = _kernel(dyn, integrator, obs, y0_c, keys, dt, n_steps, every)
+                out, s = jax.tree_util.tree_map(lambda a: a[:n_valid], out), int(s)
+                if store is not None and n_valid:
+                    store.save(start, n_valid, out, s)
+            else:
+                out, s = loaded
+            bar.update(done_before + n_valid * n_steps - bar.n)  # an early stop skips the rest
+            if n_proc > 1:  # pad every chunk to `chunk` rows for the gather
+                out = jax.tree_util.tree_map(
+                    lambda a: jnp.concatenate([a, jnp.zeros((chunk - a.shape[0], *a.shape[1:]), a.dtype)]), out)
+            parts.append(out)
+            steps.append(s)
+    if n_proc > 1:
+        results, steps_run = _gather(parts, steps, len(starts), chunk, n_paths)
+    else:
+        results = jax.tree_util.tree_map(lambda *a: _concat(a), *parts)
+        steps_run = max(steps)
+    return jax.tree_util.tree_unflatten(treedef, list(results)), steps_run
 
 
 def observe(
@@ -374,6 +462,8 @@ def observe(
     integrator: AbstractIntegrator | None = None,
     chunk_size: int | None = None,
     loop: str = "auto",
+    checkpoint=None,
+    progress=None,
 ):
     """Run ``n_paths`` paths of ``dyn`` for ``n_steps`` steps and return what the
     ``observers`` recorded, without storing the paths (unless one of them does).
@@ -403,6 +493,11 @@ def observe(
             (default): host on CPU when a step contains a convolution, which XLA's CPU
             backend runs 25-90× slower inside a compiled loop or vmapped over networks
             (see :func:`sde_opt._engine.resolve_loop`), device otherwise.
+        checkpoint: a directory for a resumable run: each finished chunk of paths is
+            stored there atomically, and a rerun with the same configuration loads it instead
+            of computing it (a directory of another configuration is refused). Default none.
+        progress: a progress bar (tqdm): ``None`` auto (a terminal or a notebook, once the
+            run has taken 2 s), ``True``, ``False``.
 
     Returns:
         The observers' results, in their structure (leading axis: paths).
@@ -424,7 +519,7 @@ def observe(
     dt = resolve_dt(dyn, dt)
     y0 = check_start(dyn, y0, n_paths)
     results, _ = run_observers(dyn, y0, observers, key=key, n_steps=n_steps, dt=dt, integrator=integrator,
-                               chunk_size=chunk_size, loop=loop)
+                               chunk_size=chunk_size, loop=loop, checkpoint=checkpoint, progress=progress)
     return results
 
 
@@ -439,6 +534,8 @@ def simulate(
     save_every: int = 1,
     chunk_size: int | None = None,
     loop: str = "auto",
+    checkpoint=None,
+    progress=None,
 ) -> Ensemble:
     """Run ``n_paths`` paths of ``dyn`` for ``n_steps`` steps from ``y0``.
 
@@ -452,6 +549,11 @@ def simulate(
         chunk_size: paths per kernel call (default: about 2.5e5 floats, ``paths × d``, per chunk).
         loop: where the loop over steps runs, as in :func:`observe` (``"auto"``: compiled,
             except for convolutional models on CPU).
+        checkpoint: a directory for a resumable run: each finished chunk of paths is
+            stored there atomically, and a rerun with the same configuration loads it instead
+            of computing it (a directory of another configuration is refused). Default none.
+        progress: a progress bar (tqdm): ``None`` auto (a terminal or a notebook, once the
+            run has taken 2 s), ``True``, ``False``.
 
     Returns:
         :class:`Ensemble` with ``ts (S,)``, ``ys (n_paths, S, d)``, ``diverged (n_paths,)``.
@@ -472,13 +574,16 @@ def simulate(
     key = check_key(key)
     dt = resolve_dt(dyn, dt)
     y0 = check_start(dyn, y0, n_paths)
-    return _simulate(dyn, y0, key=key, n_steps=n_steps, dt=dt, save_every=save_every, chunk_size=chunk_size, loop=loop)
+    return _simulate(dyn, y0, key=key, n_steps=n_steps, dt=dt, save_every=save_every, chunk_size=chunk_size, loop=loop,
+                     checkpoint=checkpoint, progress=progress)
 
 
-def _simulate(dyn, y0, *, key, n_steps, dt, save_every, chunk_size, integrator=None, loop="auto") -> Ensemble:
+def _simulate(dyn, y0, *, key, n_steps, dt, save_every, chunk_size, integrator=None, loop="auto", checkpoint=None,
+              progress=None) -> Ensemble:
     """:func:`simulate` on validated inputs (and with a choice of integrator)."""
     n_saves = n_steps // save_every
     out, _ = run_observers(dyn, y0, SavePositions(every=save_every), key=key, n_steps=n_saves * save_every, dt=dt,
-                           integrator=integrator, chunk_size=chunk_size, loop=loop)
+                           integrator=integrator, chunk_size=chunk_size, loop=loop, checkpoint=checkpoint,
+                           progress=progress)
     ts = jnp.arange(n_saves + 1, dtype=y0.dtype) * (save_every * dt.astype(y0.dtype))
     return Ensemble(ts=ts, ys=out["ys"], diverged=out["diverged"])

@@ -29,25 +29,8 @@ from ._io import register_result
 from ._fit import fit_line
 from ._noise import AbstractNoise, ConstantNoise, DiagonalNoise, IsotropicNoise, MinibatchNoise, ScaledNoise
 from . import landscapes
-
-
-class Progress:
-    """A minimal progress line on stderr for loops that run longer than a few seconds."""
-
-    def __init__(self, total: int, label: str, enabled: bool = True):
-        self.total, self.label, self.enabled = total, label, enabled
-        self.done, self.t0 = 0, time.perf_counter()
-
-    def step(self, what: str = ""):
-        self.done += 1
-        if self.enabled:
-            el = time.perf_counter() - self.t0
-            eta = el / self.done * (self.total - self.done)
-            bar = "#" * int(20 * self.done / self.total)
-            sys.stderr.write(f"\r{self.label} [{bar:<20}] {self.done}/{self.total} {el:5.1f}s eta {eta:5.1f}s {what:<24}")
-            if self.done == self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+from ._checkpoint import sub_checkpoint
+from ._progress import Progress
 
 
 class EscapeStudy(eqx.Module):
@@ -130,7 +113,7 @@ def _well_noise(kind: str, curvature: float, iso_variance: float) -> AbstractNoi
 
 
 def _double_well_escape(curvature, barrier, lr, batch_size, kind, iso_variance, *, key, n_paths, dt, exit_frac,
-                        horizon_factor, max_steps_cap):
+                        horizon_factor, max_steps_cap, checkpoint=None):
     """Escape from the left minimum of a 1-D double well across ``x = exit_frac · a``."""
     prob = landscapes.double_well(barrier=barrier, curvature=curvature)
     a = float(prob.info["half_width"])
@@ -146,13 +129,13 @@ def _double_well_escape(curvature, barrier, lr, batch_size, kind, iso_variance, 
     step = lr if dt is None else dt
     max_steps = int(min(max_steps_cap, np.ceil(horizon_factor * exact / step)))
     ex = first_exit(dyn, jnp.array([-a]), HalfSpace(jnp.array([1.0]), x_exit), key=key, n_paths=n_paths,
-                    max_steps=max_steps, dt=dt, bridge=dt is not None)
+                    max_steps=max_steps, dt=dt, bridge=dt is not None, checkpoint=checkpoint, progress=False)
     return escape_rate(ex), exact, kr, xie
 
 
 def escape_vs_sharpness(sharpness, *, barrier=0.25, lr=0.1, batch_size=1, noise="hessian", iso_variance=None,
                         key, n_paths=2000, dt=None, exit_frac=0.5, horizon_factor=3.0, max_steps_cap=200_000,
-                        progress=True) -> EscapeStudy:
+                        progress=None, checkpoint=None) -> EscapeStudy:
     """Mean escape time against the curvature λ of a 1-D double-well minimum, barrier fixed.
 
     ``noise="hessian"``: SGD-shaped noise frozen at the minimum, ``D = λ`` (Zhu et al. 2019's
@@ -164,6 +147,9 @@ def escape_vs_sharpness(sharpness, *, barrier=0.25, lr=0.1, batch_size=1, noise=
     ``dt=None`` steps at ``lr`` (one step = one SGD step: the noisy-GD discretisation);
     a smaller ``dt`` integrates the SDE itself, with the Brownian-bridge exit correction.
     Paths are censored at ``horizon_factor`` × the exact mean time (at most ``max_steps_cap``).
+    ``checkpoint``: a directory where every point's paths are kept (``point-000``, ...; see
+    :func:`sde_opt.simulate`), so a killed sweep resumes where it stopped; ``progress``: a bar
+    over the points (``None``: in a terminal or notebook).
     """
     lam = np.asarray(sharpness, np.float64)
     if iso_variance is None:
@@ -173,7 +159,8 @@ def escape_vs_sharpness(sharpness, *, barrier=0.25, lr=0.1, batch_size=1, noise=
     for i, c in enumerate(lam):
         rows.append(_double_well_escape(float(c), barrier, lr, batch_size, noise, iso_variance, key=jr.fold_in(key, i),
                                         n_paths=n_paths, dt=dt, exit_frac=exit_frac, horizon_factor=horizon_factor,
-                                        max_steps_cap=max_steps_cap))
+                                        max_steps_cap=max_steps_cap,
+                                        checkpoint=sub_checkpoint(checkpoint, f"point-{i:03d}")))
         bar.step(f"lambda={c:.3g}")
     cfg = dict(barrier=barrier, lr=lr, batch_size=batch_size, noise=noise, iso_variance=iso_variance,
                n_paths=n_paths, dt=dt, exit_frac=exit_frac, horizon_factor=horizon_factor)
@@ -183,22 +170,25 @@ def escape_vs_sharpness(sharpness, *, barrier=0.25, lr=0.1, batch_size=1, noise=
 HEADLINE = dict(barrier=0.25, lr=0.1, batch_size=1, lam_min=1.0, lam_max=3.0, n_lam=6, n_paths=2000, dt=0.025)
 
 
-def escape_headline(config: dict | None = None, *, key, progress=True) -> EscapeHeadline:
+def escape_headline(config: dict | None = None, *, key, progress=None, checkpoint=None) -> EscapeHeadline:
     """The headline experiment: :func:`escape_vs_sharpness` for Hessian-shaped and for
-    isotropic noise on the same sharpness grid (``HEADLINE`` defaults, overridable)."""
+    isotropic noise on the same sharpness grid (``HEADLINE`` defaults, overridable);
+    ``checkpoint``: a directory that makes it resumable (one sub-directory per noise)."""
     cfg = dict(HEADLINE, **(config or {}))
     lam = np.geomspace(cfg["lam_min"], cfg["lam_max"], cfg["n_lam"])
     studies = [escape_vs_sharpness(lam, noise=kind, barrier=cfg["barrier"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-                                   key=jr.fold_in(key, i), n_paths=cfg["n_paths"], dt=cfg["dt"], progress=progress)
+                                   key=jr.fold_in(key, i), n_paths=cfg["n_paths"], dt=cfg["dt"], progress=progress,
+                                   checkpoint=sub_checkpoint(checkpoint, kind))
                for i, kind in enumerate(("hessian", "isotropic"))]
     return EscapeHeadline(hessian=studies[0], isotropic=studies[1], config=cfg)
 
 
 def escape_vs_batch(batch_over_lr, *, sharpness=2.0, barrier=0.25, lr=0.1, noise="hessian", iso_variance=None,
                     key, n_paths=2000, dt=None, exit_frac=0.5, horizon_factor=3.0, max_steps_cap=200_000,
-                    progress=True) -> EscapeStudy:
+                    progress=None, checkpoint=None) -> EscapeStudy:
     """Mean escape time against ``B/lr`` at fixed curvature (``lr`` fixed, ``B`` varied):
-    for Hessian-shaped noise ``log τ ≈ (2ΔL/λ) · B/lr``."""
+    for Hessian-shaped noise ``log τ ≈ (2ΔL/λ) · B/lr``. ``checkpoint``, ``progress``: as in
+    :func:`escape_vs_sharpness`."""
     ratios = np.asarray(batch_over_lr, np.float64)
     batches = np.maximum(1, np.round(ratios * lr)).astype(int)
     iso_variance = sharpness if iso_variance is None else iso_variance
@@ -207,7 +197,8 @@ def escape_vs_batch(batch_over_lr, *, sharpness=2.0, barrier=0.25, lr=0.1, noise
     for i, b in enumerate(batches):
         rows.append(_double_well_escape(sharpness, barrier, lr, int(b), noise, iso_variance, key=jr.fold_in(key, i),
                                         n_paths=n_paths, dt=dt, exit_frac=exit_frac, horizon_factor=horizon_factor,
-                                        max_steps_cap=max_steps_cap))
+                                        max_steps_cap=max_steps_cap,
+                                        checkpoint=sub_checkpoint(checkpoint, f"point-{i:03d}")))
         bar.step(f"B={b}")
     cfg = dict(sharpness=sharpness, barrier=barrier, lr=lr, noise=noise, n_paths=n_paths, dt=dt, exit_frac=exit_frac)
     return _study(batches / lr, "B/lr", noise, rows, cfg)
@@ -279,7 +270,7 @@ def default_sharp_flat():
 
 
 def sharp_to_flat(problem=None, noises: dict | None = None, *, lr=0.05, batch_size=1, n_steps=1000, n_paths=2000,
-                  key, dt=None, shift_std=0.3, progress=True) -> SharpToFlat:
+                  key, dt=None, shift_std=0.3, progress=None) -> SharpToFlat:
     """Start every path at the sharp minimum of a 2-D sharp/flat landscape and count the
     fraction that reaches the flat minimum's side (closer to it than to the sharp one) within
     ``n_steps``, for each noise shape. The default noises are :func:`equal_trace_noises` of
@@ -334,7 +325,7 @@ class MethodRates(eqx.Module):
 
 
 def sgd_vs_sde_escape(*, n_examples=64, noise_std=1.1, df=None, barrier=0.25, curvature=2.0, lr=0.1, batch_size=1,
-                      n_paths=2000, max_steps=20_000, key, dt_fine=None, progress=True) -> MethodRates:
+                      n_paths=2000, max_steps=20_000, key, dt_fine=None, progress=None) -> MethodRates:
     """Real mini-batch SGD against its SDE on the same finite-sum double well
     ``fᵢ(x) = L(x) + δᵢ x`` (mean exactly the double well, constant noise ``D = Var δ``;
     Gaussian ``δᵢ``, or Student-t with ``df`` degrees of freedom for heavy tails):

@@ -239,6 +239,8 @@ def first_exit(
     bridge: bool = False,
     chunk_size: int | None = None,
     early_stop: bool = True,
+    checkpoint=None,
+    progress=None,
 ) -> ExitTimes:
     """Run paths of ``dyn`` from ``y0`` until each leaves the region (``exit_fn(θ)`` true)
     or ``max_steps`` steps have passed (censored at the horizon ``max_steps · dt``).
@@ -259,6 +261,11 @@ def first_exit(
         chunk_size: paths per kernel call.
         early_stop: stop when every path has left (``False`` runs to the horizon; for
             benchmarks).
+        checkpoint: a directory for a resumable run: each finished chunk of paths is
+            stored there atomically, and a rerun with the same configuration loads it instead
+            of computing it (a directory of another configuration is refused). Default none.
+        progress: a progress bar (tqdm): ``None`` auto (a terminal or a notebook, once the
+            run has taken 2 s), ``True``, ``False``.
 
     Returns:
         :class:`ExitTimes` (``times``, ``exited``, ``positions``, ``diverged``, ``horizon``).
@@ -282,7 +289,7 @@ def first_exit(
         raise ValueError("y0 is already outside the region (exit_fn(y0) is true); start inside it.")
     observer = FirstExit(region, bridge=bool(bridge), early_stop=bool(early_stop))
     out, steps = run_observers(dyn, y0, observer, key=key, n_steps=max_steps, dt=dt, chunk_size=chunk_size,
-                               block=block)
+                               block=block, checkpoint=checkpoint, progress=progress)
     return ExitTimes(
         times=out["times"], exited=out["exited"], positions=out["positions"], diverged=out["diverged"],
         horizon=jnp.asarray(max_steps * dt, y0.dtype), n_steps_run=jnp.asarray(steps),

@@ -42,8 +42,10 @@ import jax.random as jr
 import numpy as np
 from scipy import stats
 
+from ._checkpoint import sub_checkpoint
 from ._dynamics import SGD, SGDSDE, NoisyGD
 from ._io import register_result
+from ._progress import Progress
 from ._fit import fit_line
 from ._noise import ConstantNoise
 from ._problem import Problem
@@ -234,22 +236,26 @@ class RadiusStudy(eqx.Module):
         return "\n".join(rows)
 
 
-def radius_study(config: RadiusStudyConfig | None = None, *, key, progress: bool = False) -> RadiusStudy:
+def radius_study(config: RadiusStudyConfig | None = None, *, key, progress=None, checkpoint=None) -> RadiusStudy:
     """Measure ``r(δ)`` against ``κ`` for every (family, noise, dynamics) and fit the exponent
     (see :class:`RadiusSetting`); paths of a discrete algorithm that blew up count as
-    infinite excursions.
+    infinite excursions. ``progress``: a bar over the points (``None``: in a terminal or
+    notebook); ``checkpoint``: a directory that keeps every point's runs (one sub-directory
+    each, see :func:`sde_opt.simulate`), so a killed study resumes where it stopped.
     """
     cfg = RadiusStudyConfig() if config is None else config
     kappas = np.asarray(cfg.kappas, dtype=np.float64)
     curve_deltas = np.array([0.5, 0.25, 0.1, 0.05])
     results = []
     settings = [(f, n, d) for f in cfg.families for n in cfg.noises for d in cfg.dynamics]
+    bar = Progress(len(settings) * len(kappas), "stability radius", progress)
     for s_idx, (fam, noise, dyn_kind) in enumerate(settings):
         name = f"{fam}/{noise}/{dyn_kind}"
         rad, lo, hi, esc = (np.full(len(kappas), np.nan) for _ in range(4))
         curve = np.full((len(kappas), len(curve_deltas)), np.nan)
         for i, kappa in enumerate(kappas):
             if dyn_kind != "sde" and cfg.lr * kappa >= 2.0:
+                bar.step()
                 continue
             d_min = kappa if noise == "hessian" else cfg.iso_variance
             prob = well_family(fam, kappa, barrier=cfg.barrier, width=cfg.width, noise_var=d_min,
@@ -258,7 +264,9 @@ def radius_study(config: RadiusStudyConfig | None = None, *, key, progress: bool
             step = cfg.lr if dt is None else dt
             n_steps = max(1, int(round(cfg.horizon / step)))
             res = stability_radius(dyn, jnp.zeros(1), key=jr.fold_in(jr.fold_in(key, s_idx), i), delta=cfg.delta,
-                                   n_steps=n_steps, n_paths=cfg.n_paths, dt=dt, confidence=cfg.confidence)
+                                   n_steps=n_steps, n_paths=cfg.n_paths, dt=dt, confidence=cfg.confidence,
+                                   checkpoint=sub_checkpoint(checkpoint, f"{fam}-{noise}-{dyn_kind}-{i:03d}"),
+                                   progress=False)
             shift = 0.0
             if dyn_kind == "sde" and cfg.grid_correction:
                 shift = BGK_BETA * math.sqrt(cfg.lr * d_min / cfg.batch_size * dt)
@@ -266,9 +274,7 @@ def radius_study(config: RadiusStudyConfig | None = None, *, key, progress: bool
             a = prob.info["half_width"]
             esc[i] = float(np.mean(np.asarray(res.max_excursion) >= a)) if math.isfinite(a) else 0.0
             curve[i] = np.asarray(res.curve(curve_deltas).radius) + shift
-            if progress:
-                print(f"  {name:<32} κ={kappa:<6g} r={res.radius:.4g} [{res.low:.4g}, {res.high:.4g}] "
-                      f"escaped={esc[i]:.3f}", flush=True)
+            bar.step(f"{name} κ={kappa:g} r={res.radius:.4g}")
         local = esc < cfg.delta / 2
         if dyn_kind != "sde":
             local &= cfg.lr * kappas <= 1.0

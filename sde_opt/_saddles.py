@@ -20,7 +20,7 @@ from . import landscapes
 from ._checks import choices, positive, positive_int, positive_ints, positive_values
 from ._curvature import hessian_eigs
 from ._dynamics import GD, SGD, SGDSDE, NoisyGD, PerturbedGD
-from ._escape_experiments import Progress
+from ._progress import Progress
 from ._escape_theory import saddle_escape_slope, saddle_escape_time
 from ._exit import Ball, first_exit
 from ._fit import fit_line
@@ -305,7 +305,7 @@ def saddle_escape(problem: Problem | None = None, sigmas=(1e-2, 1e-3, 1e-4), *, 
                   radius=0.1, lr=0.05, sde_dt=None, batch_size: int = 1, n_examples: int = 64, n_paths: int = 1000,
                   n_steps: int | None = None, horizon_factor=2.5, pgd_g_thres=None, pgd_t_thres: int | None = None,
                   n_eigs: int = 4, eig_method: str = "auto", fit_sigma_max=None, key,
-                  progress: bool = True) -> SaddleEscape:
+                  progress=None) -> SaddleEscape:
     """Exit times from the ball ``‖θ − θ_s‖ < radius`` around a strict saddle against the
     noise level ``σ``, for each dynamics in ``kinds`` (:data:`KINDS`), beside the closed form
     ``T ≈ [log(r√(2a)/σ) − E log χ_k]/a``, ``a = |λmin|`` (Jin et al. 2017; the SDE picture;
@@ -455,7 +455,7 @@ class SaddleBatchEscape(eqx.Module):
 def saddle_batch_escape(problem: Problem | None = None, batch_sizes=(1, 4, 16, 64), *, saddle=None, radius=0.1,
                         lr=0.05, n_examples: int = 64, shift_std=0.02, replacement: bool = False,
                         n_paths: int = 1000, n_steps: int | None = None, horizon_factor=2.5, n_eigs: int = 4,
-                        eig_method: str = "auto", key, progress: bool = True) -> SaddleBatchEscape:
+                        eig_method: str = "auto", key, progress=None) -> SaddleBatchEscape:
     """Real mini-batch SGD from a strict saddle, exit time from the ball of radius
     ``radius`` against the batch size. On a landscape without data SGD runs on the tilted
     finite sum ``fᵢ = L + δᵢᵀθ`` (``n_examples`` shifts of standard deviation ``shift_std``;

@@ -500,12 +500,15 @@ def max_excursion(
     norm: Callable | None = None,
     y0=None,
     chunk_size: int | None = None,
+    checkpoint=None,
+    progress=None,
 ) -> tuple[Float[Array, " S"], Float[Array, "n S"]]:
     """Running maximum of ``‖θ_t − θ*‖`` per path, without storing paths (the engine run
     with the :class:`sde_opt.RunningMax` observer).
 
     Paths are the ones :func:`sde_opt.simulate` draws with the same ``key`` (path ``i``
     from ``fold_in(key, i)``, step ``j`` from ``fold_in(fold_in(key, i), j)``).
+    ``checkpoint`` and ``progress`` as in :func:`sde_opt.simulate`.
 
     Returns:
         ``ts (S,)`` and ``running_max (n_paths, S)``: the maximum over steps ``1 … k`` at
@@ -525,7 +528,8 @@ def max_excursion(
     center = center.astype(y0.dtype)
     n_saves = n_steps // save_every
     observer = RunningMax(center, every=save_every) if norm is None else RunningMax(center, every=save_every, norm=norm)
-    runs, _ = run_observers(dyn, y0, observer, key=key, n_steps=n_saves * save_every, dt=dt, chunk_size=chunk_size)
+    runs, _ = run_observers(dyn, y0, observer, key=key, n_steps=n_saves * save_every, dt=dt, chunk_size=chunk_size,
+                            checkpoint=checkpoint, progress=progress)
     ts = jnp.arange(1, n_saves + 1, dtype=y0.dtype) * (save_every * dt.astype(y0.dtype))
     return ts, runs
 
@@ -630,6 +634,8 @@ def stability_radius(
     save_every: int | None = None,
     norm: Callable | None = None,
     chunk_size: int | None = None,
+    checkpoint=None,
+    progress=None,
 ) -> StabilityRadius:
     """The stochastic stability radius ``r(δ)`` of ``minimum`` under ``dyn`` over the
     horizon ``T = n_steps · dt``.
@@ -660,6 +666,7 @@ def stability_radius(
             ``r(δ)`` at shorter horizons, ``result.ts``).
         norm: ``e ↦ ‖e‖`` on ``(d,)`` vectors (default Euclidean; e.g.
             ``lambda e: e[0]`` for a one-sided maximum).
+        checkpoint, progress: as in :func:`sde_opt.simulate` (resumable run, progress bar).
 
     Example:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
@@ -672,7 +679,7 @@ def stability_radius(
     delta = level("delta", delta)
     confidence = level("confidence", confidence)
     ts, runs = max_excursion(dyn, minimum, key=key, n_paths=n_paths, n_steps=n_steps, dt=dt, save_every=save_every,
-                             norm=norm, chunk_size=chunk_size)
+                             norm=norm, chunk_size=chunk_size, checkpoint=checkpoint, progress=progress)
     est, lo, hi = quantile_interval(np.asarray(runs[:, -1]), 1.0 - delta, confidence)
     return StabilityRadius(radius=est, low=lo, high=hi, delta=delta, confidence=confidence, ts=ts, running_max=runs)
 

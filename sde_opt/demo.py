@@ -27,6 +27,8 @@ def main(argv=None) -> pathlib.Path:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-paths", type=int, default=so.experiments.HEADLINE["n_paths"])
     parser.add_argument("--fast", action="store_true", help="a quick check: 3 sharpnesses, dt = lr")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a directory that makes the run resumable (rerun the same command after a kill)")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     key = jr.key(args.seed)
@@ -38,7 +40,7 @@ def main(argv=None) -> pathlib.Path:
           f"{' with the Brownian-bridge exit correction' if cfg['dt'] else ''}.",
           flush=True)
     t0 = time.perf_counter()
-    result = so.experiments.escape_headline(cfg, key=key)
+    result = so.experiments.escape_headline(cfg, key=key, checkpoint=args.checkpoint)
     elapsed = time.perf_counter() - t0
     stem = so.save(out / "escape_sharpness", result, config=cfg, key=key)
     ax = so.plot.escape_headline(result)
