@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import n_eigenpairs, positive_int
+from ._checks import check_key, n_eigenpairs, positive_int
 from ._curvature import (
     CurvatureOperator,
     TraceEstimate,
@@ -205,6 +205,7 @@ def alignment(problem: Problem, theta, *, key: PRNGKeyArray, k: int = 5, n_probe
         >>> bool(al.ratio > 1 / 3)  # least squares at its minimum: D is shaped like H
         True
     """
+    key = check_key(key)
     op, k, n_probes, chunk_size = _check_alignment_args(problem, theta, k, n_probes, group, chunk_size)
     max_iter = resolve_max_iter(max_iter, k, op.dim)
     return _alignment_jit(op, key, k, n_probes, chunk_size, max_iter, _default_tol(op.dtype))
@@ -227,6 +228,7 @@ def trace_hd(problem: Problem, theta, *, key: PRNGKeyArray | None = None, n_prob
              chunk_size: int | None = None) -> TraceEstimate:
     """``Tr(H D)``: Hutchinson with ``n_probes`` probes (``zᵀHDz = (Hz)ᵀ(Dz)``), or exactly
     (``n_probes=None``) as ``(1/N) Σ gcᵢᵀ H gcᵢ`` with ``N`` Hessian-vector products."""
+    key = None if key is None else check_key(key)
     op, _, n_probes, chunk_size = _check_alignment_args(problem, theta, 1, n_probes, group, chunk_size)
     if n_probes is not None and key is None:
         raise ValueError("trace_hd with n_probes needs key=...; or pass n_probes=None for the exact trace.")
@@ -263,6 +265,7 @@ def noise_hessian_slope(problem: Problem, theta, *, key: PRNGKeyArray, k: int = 
         ``(slope, hessian_values, noise_along_hessian)``: ``Σ λⱼqⱼ/Σ λⱼ²`` and the ``(k,)``
         pairs ``(λⱼ, qⱼ = vⱼᵀDvⱼ)`` to plot.
     """
+    key = check_key(key)
     op, k, _, chunk_size = _check_alignment_args(problem, theta, k, None, group, chunk_size)
     return _slope_jit(op, key, k, chunk_size, resolve_max_iter(None, k, op.dim), _default_tol(op.dtype))
 

@@ -2,7 +2,9 @@
 
 A checkpoint is a directory: ``manifest.json`` (what run wrote it: a fingerprint of the
 dynamics, the observers, the integrator, the start, the key, the step and the sizes) and one
-``chunk-<first path>.npz`` per finished chunk of paths. Every file is written to a hidden
+``chunk-<first path>.npz`` per finished chunk of paths (the observers' result arrays
+``leaf_0 ...``, ``steps_run``, ``n_valid`` paths, the ``process`` that computed it, and the
+result's tree structure, pickled: load only checkpoints you wrote). Every file is written to a hidden
 temporary name in the same directory, flushed to disk and renamed (``os.replace``, atomic on
 POSIX and Windows), so a run killed at any instant leaves only complete chunk files; the
 temporary files it leaves are never read. A rerun with the same configuration loads the
@@ -124,7 +126,7 @@ class ChunkStore:
         leaves, treedef = jax.tree_util.tree_flatten(results)
         arrays = {f"leaf_{i}": np.asarray(a) for i, a in enumerate(leaves)}
         arrays.update(n_leaves=np.asarray(len(leaves)), steps_run=np.asarray(int(steps_run)),
-                      n_valid=np.asarray(n_valid),
+                      n_valid=np.asarray(n_valid), process=np.asarray(jax.process_index()),
                       treedef=np.frombuffer(pickle.dumps(treedef), dtype=np.uint8))
         _write_atomic(self._path(start), lambda f: np.savez(f, **arrays))
 

@@ -213,3 +213,13 @@ def state_is_theta(dyn, minimum) -> None:
             f"{type(dyn).__name__} carries optimizer state; the tangent map is defined here for dynamics whose "
             "state is θ itself (GD, SGD, NoisyGD, SGDSDE)."
         )
+
+
+def check_key(key, name: str = "key"):
+    """A PRNG key (``jax.random.key(seed)`` or ``PRNGKey(seed)``), else a ``ValueError``."""
+    if isinstance(key, jax.Array) and (
+        (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ())
+        or (key.dtype == jnp.uint32 and key.shape == (2,))
+    ):
+        return key
+    raise ValueError(f"{name} must be one PRNG key such as jax.random.key(0), got {type(key).__name__} {key!r}.")

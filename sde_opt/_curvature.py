@@ -43,10 +43,10 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import check_operator, is_concrete, n_eigenpairs, positive_int, which_end
+from ._checks import check_key, check_operator, is_concrete, n_eigenpairs, positive_int, which_end
 from ._chunking import choose_loop
 from ._io import register_result
-from ._problem import Problem
+from ._problem import Problem, as_flat
 
 
 
@@ -399,7 +399,7 @@ _CHECKED: dict[int, set] = {}
 def check_point(problem: Problem, theta, name: str = "theta") -> Float[Array, " d"]:
     """``problem.check_params(theta)``, with its checks of shape, dtype and the loss (a trace,
     milliseconds) done once per problem and (shape, dtype); finite values every call."""
-    theta = jnp.asarray(theta)
+    theta = as_flat(theta, name)
     seen = _CHECKED.get(id(problem))
     sig = (theta.shape, str(theta.dtype))
     if seen is None or sig not in seen:
@@ -804,6 +804,7 @@ def eigs(op: AbstractOperator, k: int, *, key: PRNGKeyArray, which: str = "large
         >>> round(float(res.values[0]), 4), int(res.n_iter)
         (5.0, 3)
     """
+    key = check_key(key)
     op = check_operator(op)
     n = op.dim
     k = n_eigenpairs(k, n)
@@ -1008,6 +1009,7 @@ def trace(op: AbstractOperator, *, key: PRNGKeyArray, n_probes: int,
     ``estimator``: :class:`Hutchinson` (default) or :class:`HutchPlusPlus`. ``loop``: where
     the loop over batches of products runs, as in :func:`eigs` (``"host"``: one compiled
     call per batch; the same numbers to rounding)."""
+    key = check_key(key)
     op = check_operator(op)
     estimator = Hutchinson() if estimator is None else estimator
     if not isinstance(estimator, AbstractTraceEstimator):
@@ -1150,6 +1152,7 @@ def spectral_density(op: AbstractOperator, *, key: PRNGKeyArray, n_probes: int =
     ``n_probes`` Rademacher probes (vmapped), ``n_iter`` Lanczos steps each (at most the
     dimension). Cost: ``n_probes · n_iter`` products, memory ``n_probes · n_iter · m``.
     ``loop``: where the Lanczos loops run, as in :func:`eigs`."""
+    key = check_key(key)
     op = check_operator(op)
     n_probes = positive_int("n_probes", n_probes)
     n_iter = min(positive_int("n_iter", n_iter), op.dim)

@@ -20,7 +20,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import positive_int
+from ._checks import check_key, positive_int
 from ._curvature import CurvatureOperator, Hessian, _default_tol, _eigs_kernel
 from ._diffrax import flow_path
 from ._dynamics import GD, SGD, AbstractDynamics, GradientFlow
@@ -45,6 +45,7 @@ def lambda_max(problem: Problem, theta, *, key: PRNGKeyArray | None = None, v0=N
         >>> round(float(lam), 4)
         3.0
     """
+    key = None if key is None else check_key(key)
     theta = jnp.asarray(theta)
     if v0 is None:
         if key is None:
@@ -230,6 +231,7 @@ def departure_step(hist: SharpnessHistory, flow: FlowPath, *, tol: float = 0.05)
 
 def sharpness_along(problem: Problem, params, *, key: PRNGKeyArray, max_iter: int = 30) -> np.ndarray:
     """``λmax`` at each row of ``params`` (``nan`` rows stay ``nan``), one warm-started scan."""
+    key = check_key(key)
     rows = measure_along(problem, jnp.asarray(params), key, _Sharpness(positive_int("max_iter", max_iter)))
     return np.asarray(rows["sharpness"])
 

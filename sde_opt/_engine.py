@@ -35,7 +35,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from ._checks import positive, positive_int
+from ._checks import check_key, positive, positive_int
 from ._checkpoint import ChunkStore, fingerprint
 from ._chunking import choose_loop
 from ._dynamics import AbstractDynamics
@@ -81,6 +81,8 @@ class Ensemble(eqx.Module):
                 "meaningless. Lower lr, or pass drop_diverged=True to average the finite paths only "
                 "(and report ens.n_diverged)."
             )
+        if self.n_diverged == self.n_paths:
+            raise ValueError(f"all {self.n_paths} paths diverged (non-finite); there is nothing to average. Lower lr.")
         return self.ys[~self.diverged]
 
     def mean(self, *, drop_diverged: bool = False) -> Float[Array, "S d"]:
@@ -116,6 +118,8 @@ def resolve_dt(dyn: AbstractDynamics, dt):
 def check_start(dyn: AbstractDynamics, y0, n_paths: int) -> Float[Array, "n d"]:
     """Validate ``y0`` ((d,) shared or (n_paths, d)) and broadcast it to ``(n_paths, d)``."""
     y0 = jnp.asarray(y0)
+    if jnp.issubdtype(y0.dtype, jnp.complexfloating):
+        raise ValueError(f"y0 must be real, got dtype {y0.dtype}.")
     if not jnp.issubdtype(y0.dtype, jnp.floating):
         y0 = y0.astype(jnp.result_type(float))
     if y0.ndim not in (1, 2):
@@ -129,15 +133,6 @@ def check_start(dyn: AbstractDynamics, y0, n_paths: int) -> Float[Array, "n d"]:
     if noise is not None:
         noise.check(dyn.problem, row.shape[0])
     return jnp.broadcast_to(y0, (n_paths, row.shape[0]))
-
-
-def check_key(key):
-    """A PRNG key (``jax.random.key(seed)`` or ``PRNGKey(seed)``), else a ``ValueError``."""
-    if isinstance(key, jax.Array) and (
-        jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == jnp.uint32 and key.shape == (2,))
-    ):
-        return key
-    raise ValueError(f"key must be a PRNG key such as jax.random.key(0), got {type(key).__name__} {key!r}.")
 
 
 def chunk_grid(n_paths: int, d: int, chunk_size) -> tuple[int, list[int]]:

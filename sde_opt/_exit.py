@@ -284,6 +284,11 @@ def first_exit(
             raise ValueError("bridge=True applies to continuous models (SGDSDE), not discrete algorithms.")
         if region.boundary_distance(y0[0]) is None:
             raise ValueError("bridge=True needs a Ball or HalfSpace region (a boundary with a known normal).")
+    try:
+        jax.eval_shape(lambda th: region.outside(dyn.problem, th), y0[0])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"exit_fn ({type(region).__name__}) does not accept the problem's parameters of shape "
+                         f"{y0[0].shape}: {err}") from None
     start_out = jax.vmap(lambda th: region.outside(dyn.problem, th))(y0)
     if bool(jnp.any(start_out)):
         raise ValueError("y0 is already outside the region (exit_fn(y0) is true); start inside it.")

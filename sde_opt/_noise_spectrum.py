@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float
 
-from ._checks import n_eigenpairs, positive_int
+from ._checks import check_key, n_eigenpairs, positive_int
 from ._curvature import (
     AbstractCurvature,
     AbstractOperator,
@@ -160,6 +160,7 @@ def gram_eigs(gc: Float[Array, "n m"], k: int, key, *, max_iter: int | None = No
     ``K = GcGcᵀ/N``: dense ``eigh`` when that side is at most 128, else Lanczos (exact to
     ``tol``). Returns ``(values, vectors, n_iter)``; ``v0`` warm-starts Lanczos in
     parameter space."""
+    key = check_key(key)
     op = GramOperator(gc)
     n = op.dim
     k_eff = min(k, n)
@@ -222,6 +223,7 @@ def noise_eigs(problem: Problem, theta, k: int, *, group=None, chunk_size: int |
         >>> vals.shape, vecs.shape
         ((2,), (2, 3))
     """
+    key = None if key is None else check_key(key)
     if chunk_size is not None:
         chunk_size = positive_int("chunk_size", chunk_size)
     op = noise_operator(problem, theta, group=group)

@@ -17,6 +17,33 @@ from ._checks import is_concrete
 from ._chunking import map_examples, sum_examples
 
 
+def as_flat(theta, name: str = "theta"):
+    """``theta`` as a real floating array (integers and booleans converted); a pytree or a
+    complex array is a ``ValueError`` naming ``name``."""
+    if isinstance(theta, (dict, list, tuple)) and any(
+            not isinstance(x, (int, float, np.number)) for x in jax.tree_util.tree_leaves(theta)):
+        raise ValueError(
+            f"{name} must be a flat vector of shape (d,), got a {type(theta).__name__} pytree; flatten it as "
+            "Problem(..., params=tree) does, jax.flatten_util.ravel_pytree(tree)[0], in the order of problem.theta0."
+        )
+    try:
+        theta = jnp.asarray(theta)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a flat vector of shape (d,), got {type(theta).__name__}: {err}") from None
+    if jnp.issubdtype(theta.dtype, jnp.complexfloating):
+        raise ValueError(f"{name} must be real, got dtype {theta.dtype}.")
+    if not jnp.issubdtype(theta.dtype, jnp.floating):
+        theta = theta.astype(jnp.result_type(float))
+    return theta
+
+
+def _check_finite_data(data) -> None:
+    for path, x in jax.tree_util.tree_flatten_with_path(data)[0]:
+        if is_concrete(x) and jnp.issubdtype(x.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(x))):
+            raise ValueError(f"data{jax.tree_util.keystr(path)} contains non-finite values (nan or inf); "
+                             "clean or drop those examples.")
+
+
 def _leading_size(data) -> int:
     leaves = jax.tree_util.tree_leaves(data)
     if not leaves:
@@ -175,6 +202,7 @@ class Problem(eqx.Module):
         if data is not None:
             data = jax.tree_util.tree_map(jnp.asarray, data)
             _leading_size(data)
+            _check_finite_data(data)
         if chunk_size is not None:
             if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
                 raise ValueError(f"chunk_size must be a positive integer (examples per chunk) or None, got {chunk_size!r}.")
@@ -234,7 +262,7 @@ class Problem(eqx.Module):
 
     def check_params(self, theta, name: str = "params") -> Float[Array, " d"]:
         """Validate a flat parameter vector; returns it as an array."""
-        theta = jnp.asarray(theta)
+        theta = as_flat(theta, name)
         if theta.ndim != 1:
             raise ValueError(
                 f"{name} must be a flat vector of shape (d,), got shape {theta.shape}; "

@@ -27,7 +27,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import is_concrete, positive_int
+from ._checks import check_key, is_concrete, positive_int
 from ._chunking import map_examples
 from ._curvature import hessian_eigs
 from ._io import register_result
@@ -305,6 +305,7 @@ def random_directions(problem: Problem, theta, k: int = 2, *, key: PRNGKeyArray,
     (:func:`filter_normalize`; ``normalize=False`` keeps them raw). Direction ``i`` is drawn
     from ``fold_in(key, i)``. In high dimension two of them are nearly orthogonal, as Li
     et al. rely on; the projections below do not assume it."""
+    key = check_key(key)
     theta = _check_theta(problem, theta)
     k = positive_int("k", k, upper=2, upper_name="the largest slice dimension")
     raw = jnp.stack([jr.normal(jr.fold_in(key, i), theta.shape, theta.dtype) for i in range(k)])
@@ -318,6 +319,7 @@ def hessian_directions(problem: Problem, theta, k: int = 2, *, key: PRNGKeyArray
     """The top (``which="largest"``) or bottom ``k`` unit Hessian eigenvectors ``(k, d)`` at
     ``theta``, from :func:`sde_opt.hessian_eigs` (its keywords pass through; call it directly
     for the eigenvalues)."""
+    key = check_key(key)
     theta = _check_theta(problem, theta)
     k = positive_int("k", k, upper=2, upper_name="the largest slice dimension")
     return hessian_eigs(problem, theta, k, key=key, which=which, **kwargs)[1]

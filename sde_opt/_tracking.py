@@ -17,7 +17,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._alignment import _measure
-from ._checks import n_eigenpairs, positive_int
+from ._checks import check_key, n_eigenpairs, positive_int
 from ._curvature import (
     CurvatureOperator,
     Hessian,
@@ -172,6 +172,7 @@ def track(problem: Problem, optimizer, y0, *, key: PRNGKeyArray, n_steps: int, e
         >>> hist.sharpness.shape
         (3, 1)
     """
+    key = check_key(key)
     op = curvature_operator(problem, y0, group=group)
     y0 = op.theta
     n_steps = positive_int("n_steps", n_steps)

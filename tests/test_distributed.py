@@ -51,9 +51,6 @@ def two_processes(tmp_path_factory):
 def test_two_processes_equal_one_process_bit_for_bit(two_processes):
     results, _ = two_processes
     one = run_cases()
-    # 4 runs of 5 chunks: each process computed 3 chunks per run (process 1's third is the
-    # padding that keeps the all-gather rectangular), not all 5
-    assert [int(r.pop("kernel_calls")) for r in results] == [12, 12]
     for name, ref in one.items():
         for pid, res in enumerate(results):
             assert res[name].shape == ref.shape, (name, pid)
@@ -63,7 +60,9 @@ def test_two_processes_equal_one_process_bit_for_bit(two_processes):
 
 def test_checkpoint_written_by_two_processes_resumes_in_one(two_processes):
     _, ckpt = two_processes
-    assert len(list(ckpt.glob("chunk-*.npz"))) == 5  # both processes wrote their chunks
+    files = sorted(ckpt.glob("chunk-*.npz"))
+    # five chunks of 16 paths, computed round-robin: 0, 2, 4 by process 0 and 1, 3 by process 1
+    assert [int(np.load(f)["process"]) for f in files] == [0, 1, 0, 1, 0]
     well = so.landscapes.double_well(barrier=0.25, curvature=2.0)
     sde = so.SGDSDE(well, lr=0.1, batch_size=1, noise=so.IsotropicNoise(2.0))
     region = so.HalfSpace(jnp.array([1.0]), 0.0)
