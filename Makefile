@@ -2,8 +2,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export MPLBACKEND := Agg
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test bench clean
+.PHONY: demo test docs bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,7 +15,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -22,10 +23,15 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n 2 --durations=25 tests --nbmake notebooks
-	$(BIN)/python -m pytest -q --doctest-modules sde_opt
+	$(BIN)/python -m pytest -q --doctest-modules sde_opt --doctest-glob=README.md README.md
+	$(BIN)/python -m mkdocs build --strict --quiet
+
+# the documentation site in site/ (API reference, notebooks, guides); warnings are errors
+docs: $(VENV)/.installed-test
+	$(BIN)/python -m mkdocs build --strict
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_engine.py
 
 clean:
-	rm -rf $(VENV) demo_out paper_figs/out
+	rm -rf $(VENV) demo_out paper_figs/out site .cache

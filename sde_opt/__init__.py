@@ -117,6 +117,21 @@ from . import (  # noqa: E402
     theory as theory,
 )
 
+# what `from sde_opt import *` and the API reference take: the spine, the contract and the submodules
+__all__ = [
+    "AbstractContinuous", "AbstractDiscrete", "AbstractDynamics", "AbstractIntegrator", "AbstractNoise",
+    "AbstractObserver", "AbstractOptax", "AbstractRegion", "Ball", "CloserToOther", "ConstantNoise",
+    "DiagonalNoise", "EigResult", "EmpiricalFisherNoise", "Ensemble", "EscapeRate", "EulerMaruyama",
+    "ExitTimes", "FirstExit", "GD", "GradientFlow", "HalfSpace", "HessianNoise", "IsotropicNoise",
+    "LossAbove", "MinibatchNoise", "ModifiedFlow", "NoisyGD", "OptaxDynamics", "OwnStep", "Problem",
+    "RunningMax", "SGD", "SGDSDE", "SaveObservable", "SavePositions", "ScaledNoise", "ShuffledSGD",
+    "StabilityRadius", "SummedNormals", "TraceEstimate", "curvature", "escape", "escape_rate",
+    "experiments", "filter_normalize", "first_exit", "hessian_eigs", "hessian_trace", "inject_noise",
+    "landscapes", "load", "loss_slice", "max_excursion", "noise_eigs", "observe", "optimizers",
+    "ou_stationary_covariance", "plot", "problems", "register_result", "saddles", "save", "simulate",
+    "slices", "solve_diffrax", "stability", "stability_radius", "theory",
+]
+
 _SUBMODULES = ("curvature", "escape", "theory", "stability", "optimizers", "experiments", "saddles", "slices")
 _PLOT_RENAMES = {
     "plot_escape_headline": "escape_headline", "plot_escape_study": "escape_study", "plot_rates": "rates",

@@ -198,7 +198,7 @@ def alignment(problem: Problem, theta, *, key: PRNGKeyArray, k: int = 5, n_probe
     Returns:
         :class:`Alignment`.
 
-    Example:
+    Examples:
         >>> import jax.random as jr, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=64, dim=3)
         >>> al = so.curvature.alignment(prob, prob.info["minima"][0], key=jr.key(1), k=2, n_probes=None)

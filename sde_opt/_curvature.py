@@ -67,7 +67,7 @@ def parameter_groups(problem: Problem) -> dict[str, tuple[int, int]]:
     subtree, named by its path joined with ``/`` (``"0"``, ``"0/w"``, ``"w"``), mapped to its
     ``(start, size)`` slice of the flat vector. ``""`` is the whole vector.
 
-    Example:
+    Examples:
         >>> import jax.random as jr, sde_opt as so
         >>> prob = so.problems.mlp_digits(key=jr.key(0), hidden=(8,), n_examples=32)
         >>> so.curvature.parameter_groups(prob)["1/w"]
@@ -372,7 +372,7 @@ def curvature_operator(problem: Problem, theta, *, curvature: AbstractCurvature 
         group: restrict to one parameter group (a leaf or layer of ``params``, e.g. ``"0/w"``
             or ``(0, "w")``; see :func:`parameter_groups`). ``None``: all parameters.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 3.0])))
         >>> so.curvature.curvature_operator(prob, jnp.zeros(2)).mv(jnp.ones(2))
@@ -797,7 +797,7 @@ def eigs(op: AbstractOperator, k: int, *, key: PRNGKeyArray, which: str = "large
     Returns:
         :class:`EigResult` (``values``, ``vectors``, ``residuals``, ``n_iter``, ``converged``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> op = so.curvature.MatrixOperator(jnp.diag(jnp.array([1.0, 5.0, 2.0])))
         >>> res = so.curvature.eigs(op, 1, key=jr.key(0), max_iter=3, fixed_steps=True)
@@ -828,7 +828,7 @@ def hessian_eigs(problem: Problem, theta, k: int, *, key: PRNGKeyArray, which: s
         ``so.curvature.parameter_groups(problem)[group]``). A :class:`UserWarning` is raised outside
         ``jit`` when Lanczos did not converge in ``max_iter`` steps. ``loop``: see :func:`eigs`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 5.0, 2.0])))
         >>> vals, vecs = so.hessian_eigs(prob, jnp.zeros(3), 2, key=jr.key(0))
@@ -1036,7 +1036,7 @@ def hessian_trace(problem: Problem, theta, *, key: PRNGKeyArray, n_probes: int, 
     ``benchmarks/bench_curvature.py`` its variance at equal products is 2.7–6.6× smaller.
     ``loop``: see :func:`trace`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 5.0, 2.0])))
         >>> tr = so.hessian_trace(prob, jnp.zeros(3), key=jr.key(0), n_probes=10)
@@ -1165,7 +1165,7 @@ def hessian_density(problem: Problem, theta, *, key: PRNGKeyArray, n_probes: int
     """Hessian spectral density of ``problem`` at ``theta`` (SLQ, see :func:`spectral_density`;
     ``loop`` as in :func:`eigs`).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.arange(1.0, 11.0)))
         >>> dens = so.curvature.hessian_density(prob, jnp.zeros(10), key=jr.key(0), n_probes=4, n_iter=10)

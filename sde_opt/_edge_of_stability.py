@@ -38,7 +38,7 @@ def lambda_max(problem: Problem, theta, *, key: PRNGKeyArray | None = None, v0=N
     warm-started, 20–40 steps give λmax to float32 precision. For the top-k with a
     convergence test use :func:`sde_opt.hessian_eigs`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 3.0])))
         >>> lam, v = so.curvature.lambda_max(prob, jnp.zeros(2), key=jr.key(0))
@@ -156,7 +156,7 @@ def train_with_sharpness(
             with the gradient flow.
         max_iter: most Lanczos steps per record.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 3.0])))
         >>> hist = so.stability.train_with_sharpness(so.GD(prob, 0.1), jnp.ones(2), key=jr.key(0), n_steps=20, every=10)
@@ -201,7 +201,7 @@ def gradient_flow_path(problem: Problem, y0, ts, *, rtol=1e-6, atol=1e-8, max_st
     goes, so an explicit solver needs ever smaller steps; if ``max_steps`` runs out, the
     remaining times are marked ``reached = False`` (and their parameters are ``nan``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.eye(1))
         >>> fp = so.stability.gradient_flow_path(prob, jnp.ones(1), jnp.array([0.0, 1.0]))

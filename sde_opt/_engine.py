@@ -497,7 +497,7 @@ def observe(
     Returns:
         The observers' results, in their structure (leading axis: paths).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.eye(2))
         >>> sde = so.SGDSDE(prob, lr=0.1, batch_size=1, noise=so.HessianNoise())
@@ -553,7 +553,7 @@ def simulate(
     Returns:
         :class:`Ensemble` with ``ts (S,)``, ``ys (n_paths, S, d)``, ``diverged (n_paths,)``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 4.0])))
         >>> dyn = so.SGDSDE(prob, lr=0.1, batch_size=1, noise=so.HessianNoise())

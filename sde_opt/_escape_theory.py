@@ -152,7 +152,7 @@ def saddle_escape_time(eigenvalues, radius, sigma, *, dt=None, start: str = "noi
             eigenvalues; pass it when only the bottom ones are given, e.g. from Lanczos).
         rtol: eigenvalues within ``rtol·a`` of ``λmin`` count towards its multiplicity.
 
-    Example:
+    Examples:
         >>> import sde_opt as so
         >>> round(so.theory.saddle_escape_time([-1.0, 2.0], radius=0.1, sigma=1e-3), 4)
         5.5869

@@ -42,7 +42,7 @@ def quadratic_finite_sum(hessian, noise_cov, *, key, n_examples: int = 32, minim
 
     ``info`` holds ``minima``, ``hessians_min`` and ``noise_cov``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> from sde_opt._experiments import quadratic_finite_sum
         >>> h = jnp.diag(jnp.array([1.0, 4.0]))

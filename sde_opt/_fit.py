@@ -38,7 +38,7 @@ def fit_line(x, y, sigma=None) -> LineFit:
     (weights ``1/σᵢ²``; ``None``: unweighted), by the normal equations
     ``(AᵀWA) c = AᵀWy`` with ``A = [1, x]`` (e.g. Press et al., *Numerical Recipes*, §15.2).
 
-    Example:
+    Examples:
         >>> fit = fit_line([1.0, 2.0, 3.0], [1.0, 3.0, 5.0])
         >>> round(fit.slope, 12), round(fit.intercept, 12)
         (2.0, -1.0)

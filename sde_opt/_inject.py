@@ -87,7 +87,7 @@ def inject_noise(problem: Problem, noise: AbstractNoise, *, temperature, seed=0,
         :class:`sde_opt.OptaxDynamics` passes each path's own key there, so the paths of an
         ensemble draw independent noise.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optax, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 4.0])))
         >>> tx = optax.chain(so.inject_noise(prob, so.HessianNoise(), temperature=0.01, seed=0), optax.sgd(0.1))
@@ -145,7 +145,7 @@ def equal_trace(problem: Problem, theta, noises, *, trace=1.0) -> list[ScaledNoi
     at ``theta`` (the scale is fixed there; the shape, and so the trace, may change as ``θ``
     moves). Uses each model's dense covariance: small and medium ``d``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 4.0])))
         >>> iso, hess = so.optimizers.equal_trace(prob, jnp.zeros(2), [so.IsotropicNoise(1.0), so.HessianNoise()])

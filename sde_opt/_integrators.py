@@ -66,7 +66,7 @@ class EulerMaruyama(AbstractIntegrator):
     ``SummedNormals(substeps=m)`` drives a discrete optimizer with
     ``Σ_s z_s / √m``, the same Brownian increment.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.eye(2))
         >>> sde = so.SGDSDE(prob, lr=0.1, batch_size=1, noise=so.IsotropicNoise(1.0))

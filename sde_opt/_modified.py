@@ -56,7 +56,7 @@ def modified_loss(problem: Problem, lr, batch_size=None, *, replacement: bool = 
     data-free :class:`sde_opt.Problem`; ``so.GradientFlow(modified_loss(...))`` is the
     modified flow.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 4.0])))
         >>> round(float(so.optimizers.modified_loss(prob, 0.1).loss(jnp.ones(2))), 4)   # 2.5 + 0.025·17
@@ -87,7 +87,7 @@ class SGDModifiedFlow(AbstractContinuous):
     :func:`modified_loss` with the batch term, ``c = (N − B)/((N − 1)B)``. The mean of
     :class:`sde_opt.ShuffledSGD` follows it to O(lr²) at epoch ends.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=8, dim=2)
         >>> flow = so.optimizers.SGDModifiedFlow(prob, lr=0.1, batch_size=2)
@@ -179,7 +179,7 @@ def gd_modified_flow_errors(problem: Problem, y0, lrs, t1) -> GDFlowErrors:
     (adaptive Tsit5, ``rtol = max(1e-10, 10 eps)``), far more accurately than the
     differences measured (see :class:`GDFlowErrors`).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> res = so.experiments.gd_modified_flow_errors(so.landscapes.x_plus_sin(), jnp.array([2.5]),
         ...                                  [0.1, 0.05, 0.025], t1=2.0)

@@ -58,7 +58,7 @@ def batch_factor(n_examples: int | None, batch_size: int, replacement: bool) -> 
     same factor scales ``Var(H_B)`` of per-example Hessians. ``N = None`` (no data) is
     treated as an infinite population.
 
-    Example:
+    Examples:
         >>> batch_factor(10, 5, True), batch_factor(10, 5, False), batch_factor(10, 10, False)
         (0.2, 0.1111111111111111, 0.0)
     """

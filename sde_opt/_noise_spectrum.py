@@ -216,7 +216,7 @@ def noise_eigs(problem: Problem, theta, k: int, *, group=None, chunk_size: int |
     Returns:
         ``(values, vectors)``: ``(k,)`` descending and ``(k, m)`` unit rows.
 
-    Example:
+    Examples:
         >>> import jax.random as jr, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=32, dim=3)
         >>> vals, vecs = so.noise_eigs(prob, prob.info["minima"][0], 2)

@@ -148,7 +148,7 @@ class SaveObservable(AbstractObserver):
 
     Result: ``(n, S, *fn_shape)`` with ``S = n_steps // every + 1``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.eye(2))
         >>> sde = so.SGDSDE(prob, lr=0.1, batch_size=1, noise=so.HessianNoise())

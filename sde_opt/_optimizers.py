@@ -150,7 +150,7 @@ class HeavyBall(AbstractOptimizerModel):
 
     State: ``(θ, v)``, shape ``(2d,)``, starting at rest (``v = 0``, as optax does).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 10.0])))
         >>> hb = so.optimizers.HeavyBall(prob, lr=0.01, momentum=0.9)     # h = 0.1, γ = 1
@@ -826,7 +826,7 @@ def coupled_paths(
     Returns:
         ``(discrete_ensemble, continuous_ensemble)`` on the same time grid.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 4.0])))
         >>> sde = so.optimizers.HeavyBall(prob, 0.01, 0.9, batch_size=1, noise=so.IsotropicNoise(1.0))

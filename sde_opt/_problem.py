@@ -151,7 +151,7 @@ class Problem(eqx.Module):
     ``info`` carries known facts about the landscape (minima, Hessians, barriers) as a dict
     of arrays, used by tests and analyses; it is empty for user problems.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> p = so.Problem(lambda th, ex: 0.5 * (ex["x"] @ th - ex["y"]) ** 2,
         ...                data={"x": jnp.ones((4, 2)), "y": jnp.zeros(4)}, chunk_size=3)

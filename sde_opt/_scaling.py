@@ -68,7 +68,7 @@ def linear_scaling_rule(kappa, **hparams) -> dict:
     Returns:
         A new dict of hyperparameters.
 
-    Example:
+    Examples:
         >>> import sde_opt as so
         >>> so.optimizers.linear_scaling_rule(4, lr=0.1, batch_size=32, n_steps=1000)
         {'lr': 0.4, 'batch_size': 128, 'n_steps': 250}
@@ -86,7 +86,7 @@ def sqrt_scaling_rule(kappa, *, eps_in_sqrt: bool = False, **hparams) -> dict:
     ÷κ`` (the second moment scales with the noise variance), ``n_steps ÷κ``. Other entries
     are kept.
 
-    Example:
+    Examples:
         >>> import sde_opt as so
         >>> hp = so.optimizers.sqrt_scaling_rule(4, lr=1e-3, batch_size=64, b1=0.9, b2=0.999, eps=1e-8)
         >>> hp["lr"], hp["batch_size"], round(hp["b2"], 6), hp["eps"]

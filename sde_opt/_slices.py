@@ -148,7 +148,7 @@ def loss_slice(problem: Problem, theta: Float[Array, " d"], directions: Float[Ar
         ``(len(grid[0]),)`` or ``(len(grid[0]), len(grid[1]))`` losses (``"ij"`` indexing:
         the first axis runs along the first direction).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 4.0])))
         >>> g = jnp.array([-1.0, 0.0, 1.0])
@@ -240,7 +240,7 @@ def filter_normalize(problem: Problem, theta: Float[Array, " d"], direction: Flo
             int, or ``None`` to normalise that leaf as one filter) for mixed conventions.
         ignore_1d: zero the leaves with fewer than two axes.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> prob = so.Problem(lambda p: jnp.sum(p["w"] ** 2) + jnp.sum(p["b"]),
         ...                   params={"w": jnp.array([[3.0, 0.0], [4.0, 1.0]]), "b": jnp.ones(2)})

@@ -57,7 +57,7 @@ BGK_BETA = 0.5825971579390106
 def gd_max_lr(hessian) -> float:
     """Largest stable step of gradient descent at a minimum: ``2 / λmax(H)``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> so.stability.gd_max_lr(jnp.diag(jnp.array([1.0, 4.0])))
         0.5
@@ -112,7 +112,7 @@ class MeanSquareStability(eqx.Module):
     its largest eigenvalue, and the stable set in ``lr`` is an interval ``[0, lr*]``.
     The algebra is small dense float64 linear algebra on the host (NumPy).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=16, dim=2)
         >>> ms = so.stability.MeanSquareStability.from_problem(prob, prob.info["minima"][0])
@@ -371,7 +371,7 @@ def divergence_boundary(
     bound, widened if the rate there is still negative. Works for losses that are not
     quadratic (the tangent map is the optimizer's own step, linearised at the minimum).
 
-    Example:
+    Examples:
         >>> import jax.random as jr, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=16, dim=2)
         >>> th = prob.info["minima"][0]
@@ -668,7 +668,7 @@ def stability_radius(
             ``lambda e: e[0]`` for a one-sided maximum).
         checkpoint, progress: as in :func:`sde_opt.simulate` (resumable run, progress bar).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.landscapes.quadratic(jnp.eye(2))
         >>> dyn = so.SGDSDE(prob, lr=0.1, batch_size=1, noise=so.HessianNoise())

@@ -74,7 +74,7 @@ class SVAG(AbstractDiscrete):
     ``ℓ = 1`` is SGD (with replacement); as ``ℓ → ∞`` the paths converge weakly, with
     error O(1/ℓ), to :meth:`limit`, ``SGDSDE(problem, lr, batch_size, MinibatchNoise())``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, jax.random as jr, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=16, dim=2)
         >>> dyn = so.optimizers.SVAG(prob, lr=0.2, batch_size=4, ell=8)          # dt = 0.025

@@ -24,7 +24,7 @@ def ou_stationary_covariance(hessian, noise_cov, lr, batch_size, discrete: bool 
     Raises ``ValueError`` when no stationary law exists (``H`` not positive definite, or
     ``lr λ ∉ (0, 2)`` for the discrete equation).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> h = jnp.diag(jnp.array([1.0, 4.0]))
         >>> so.ou_stationary_covariance(h, h, lr=0.1, batch_size=1)

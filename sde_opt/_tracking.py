@@ -45,8 +45,8 @@ class History(eqx.Module):
         sharpness: ``(S, k)`` top-``k`` Hessian eigenvalues (``sharpness[:, 0]`` is λmax).
         lanczos_iters: ``(S,)`` Lanczos steps used (warm starts make them few).
         trace_h, trace_h_stderr: ``(S,)`` Hutchinson ``Tr H``.
-        trace_d, trace_hd, trace_hd_stderr, ratio, ratio_stderr, overlap, slope,
-        noise_scale: ``(S,)`` as in :class:`~sde_opt.curvature.Alignment`.
+        trace_d, trace_hd, trace_hd_stderr, ratio, ratio_stderr, overlap, slope, noise_scale: ``(S,)`` as
+            in :class:`~sde_opt.curvature.Alignment`.
         noise_values, noise_along_hessian: ``(S, k)``.
         final: ``(d,)`` the parameters after the last step.
     """
@@ -165,7 +165,7 @@ def track(problem: Problem, optimizer, y0, *, key: PRNGKeyArray, n_steps: int, e
     Returns:
         :class:`History`; ``history.columns()`` is a tidy table.
 
-    Example:
+    Examples:
         >>> import jax.random as jr, optax, sde_opt as so
         >>> prob = so.problems.linear_regression(key=jr.key(0), n_examples=32, dim=3)
         >>> hist = so.curvature.track(prob, optax.sgd(0.1), prob.theta0, key=jr.key(1), n_steps=20, every=10)

@@ -49,7 +49,7 @@ _half_quadratic_form.defjvp(_half_quadratic_form_jvp, symbolic_zeros=True)
 def quadratic(hessian, minimum=None) -> Problem:
     """``L(θ) = ½ (θ − θ*)ᵀ H (θ − θ*)`` with a symmetric ``H``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> so.landscapes.quadratic(jnp.diag(jnp.array([1.0, 10.0]))).loss(jnp.ones(2))
         Array(5.5, dtype=float32)
@@ -203,7 +203,7 @@ def saddle(eigenvalues, quartic=1.0, basis=None) -> Problem:
         quartic: ``q > 0``, the confining strength (the minima are at distance ``√(|λ|/q)``).
         basis: ``(d, d)`` orthogonal matrix whose columns are the eigenvectors.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sde_opt as so
         >>> prob = so.landscapes.saddle(jnp.array([-2.0, -0.5, 1.0]))
         >>> prob.info["saddle_index"], prob.info["minima"].shape

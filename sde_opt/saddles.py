@@ -15,7 +15,7 @@ The closed forms are :func:`sde_opt.theory.saddle_escape_time` and
 and :func:`sde_opt.landscapes.strict_saddle`; the plots :func:`sde_opt.plot.saddle_escape`
 and :func:`sde_opt.plot.saddle_batch`.
 
-Example:
+Examples:
     >>> import jax.random as jr, sde_opt as so
     >>> res = so.saddles.saddle_escape(sigmas=[1e-3, 1e-4], kinds=["gd", "sde"], n_paths=100, key=jr.key(0),
     ...                                progress=False)

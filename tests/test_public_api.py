@@ -92,3 +92,7 @@ def test_importing_the_core_does_not_import_matplotlib():
 def test_submodules_are_modules():
     for sub in SUBMODULES:
         assert isinstance(getattr(so, sub), types.ModuleType)
+
+
+def test_all_lists_the_top_level():
+    assert sorted(so.__all__) == sorted(n for n in dir(so) if not n.startswith("_"))
