@@ -26,9 +26,9 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q --doctest-modules sde_opt --doctest-glob=README.md README.md
 	$(BIN)/python -m mkdocs build --strict --quiet
 
-# the documentation site in site/ (API reference, notebooks, guides); warnings are errors
+# the documentation site in site/ (API reference, notebooks run for their figures, guides); warnings are errors
 docs: $(VENV)/.installed-test
-	$(BIN)/python -m mkdocs build --strict
+	SDE_OPT_DOCS_EXECUTE=true $(BIN)/python -m mkdocs build --strict
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_engine.py
