@@ -317,7 +317,7 @@ class SGD(AbstractDiscrete):
 
     def step(self, state, t, dt, key):
         idx = _sample_batch(key, self.problem.n_examples, self.batch_size, self.replacement)
-        return state - self.lr * self.problem.batch_grad(state, idx)
+        return state - self.lr * self.problem.batch_grad(state, idx, dropout_key(key))
 
 
 class ShuffledSGD(AbstractDiscrete):
@@ -349,11 +349,18 @@ class ShuffledSGD(AbstractDiscrete):
         n, b = self.problem.n_examples, self.batch_size
         perm = jnp.where(k == 0, jr.permutation(key, n), perm)
         idx = jax.lax.dynamic_slice(perm, (k * b,), (b,))
-        theta = theta - self.lr * self.problem.batch_grad(theta, idx)
+        theta = theta - self.lr * self.problem.batch_grad(theta, idx, dropout_key(key))
         return theta, perm, (k + 1) % (n // b)
 
 
 _NOISE_STREAM = 0x6E6F6973  # fold_in tag of the key an optimizer's own noise draws from
+DROPOUT_STREAM = 0x64726F70  # fold_in tag of the key a step's dropout masks draw from
+
+
+def dropout_key(key):
+    """The key of a step's dropout masks (``Problem(..., batch_key=True)``): a stream of the
+    step's key apart from the one that draws the batch."""
+    return jr.fold_in(key, DROPOUT_STREAM)
 
 
 class AbstractOptax(AbstractDiscrete):
@@ -418,4 +425,4 @@ class OptaxDynamics(AbstractOptax):
         if self.batch_size is None or self.problem.data is None:
             return self.problem.grad(theta)
         idx = _sample_batch(key, self.problem.n_examples, self.batch_size, self.replacement)
-        return self.problem.batch_grad(theta, idx)
+        return self.problem.batch_grad(theta, idx, dropout_key(key))

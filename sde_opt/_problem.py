@@ -134,8 +134,15 @@ class Problem(eqx.Module):
     chunking: the batch statistics need all of it), so SGD steps with the batch's own
     statistics, while the running statistics in ``problem.state`` stay fixed (they are not
     updated along a path). Then ``E[g_B] ≠ ∇L`` in general, and the SDE's ``D/B`` describes
-    the evaluation-mode network only. Dropout with explicit keys is not supported yet; use
-    the deterministic (evaluation) network.
+    the evaluation-mode network only.
+
+    **Dropout.** With ``batch_key=True`` the training-mode loss takes a key,
+    ``batch_loss_fn(model, batch, key) -> scalar`` (dropout masks drawn from ``key``, e.g.
+    linen ``rngs={"dropout": key}``, Equinox ``model(x, key=key)``), and ``batch_grad(θ, idx,
+    key)`` needs one. The discrete optimizers give every step of every path its own key,
+    ``fold_in(step key, DROPOUT_STREAM)`` (independent of the key that draws the batch, so the
+    batches are those of the same run without dropout). ``loss_fn`` (the finite sum, the
+    curvature, the noise models and the SDE) stays the deterministic evaluation network.
 
     **Chunks.** With ``chunk_size=c`` the loss, gradient, HVP, per-example losses and
     gradients, mini-batch gradients, the per-example VJP/JVP and the curvature and noise
@@ -190,15 +197,20 @@ class Problem(eqx.Module):
     chunk_size: int | None = eqx.field(static=True, default=None)
     _rebuild: Callable | None = eqx.field(static=True, default=None)
     batch_loss_fn: Callable | None = eqx.field(static=True, default=None)
+    batch_key: bool = eqx.field(static=True, default=False)
 
     def __init__(self, loss_fn: Callable, data=None, *, params=None, chunk_size: int | None = None, info=None,
-                 name: str = "problem", batch_loss_fn: Callable | None = None):
+                 name: str = "problem", batch_loss_fn: Callable | None = None, batch_key: bool = False):
         if not callable(loss_fn):
             raise ValueError(f"loss_fn must be callable, got {type(loss_fn).__name__}.")
         if batch_loss_fn is not None and (not callable(batch_loss_fn) or data is None):
             raise ValueError("batch_loss_fn must be a callable batch_loss_fn(model, batch) -> scalar on a problem "
                              "with data; pass data=... or batch_loss_fn=None.")
+        if not isinstance(batch_key, bool) or (batch_key and batch_loss_fn is None):
+            raise ValueError("batch_key=True says batch_loss_fn(model, batch, key) takes a key (dropout); pass a "
+                             f"batch_loss_fn with it, or batch_key=False (got batch_key={batch_key!r}).")
         self.batch_loss_fn = batch_loss_fn
+        self.batch_key = batch_key
         if data is not None:
             data = jax.tree_util.tree_map(jnp.asarray, data)
             _leading_size(data)
@@ -355,12 +367,19 @@ class Problem(eqx.Module):
         return map_examples(lambda ex: jax.jvp(lambda th: self.example_loss(th, ex), (theta,), (v,))[1],
                             self.data, self.chunk_size)
 
-    def batch_grad(self, theta: Float[Array, " d"], idx) -> Float[Array, " d"]:
+    def batch_grad(self, theta: Float[Array, " d"], idx, key=None) -> Float[Array, " d"]:
         """Mini-batch gradient ``(1/B) Σ_{i∈idx} ∇fᵢ(θ)`` for integer indices ``idx`` (B,);
-        with ``batch_loss_fn``, ``∇ batch_loss_fn(model(θ), batch)`` (training mode)."""
+        with ``batch_loss_fn``, ``∇ batch_loss_fn(model(θ), batch)`` (training mode), and
+        ``∇ batch_loss_fn(model(θ), batch, key)`` when the problem has ``batch_key=True``
+        (dropout; ``key`` is then required, and ignored otherwise)."""
         self._need_data("batch_grad")
         batch = jax.tree_util.tree_map(lambda x: x[idx], self.data)
         b = jnp.shape(idx)[0]
+        if self.batch_key:  # training mode with dropout: the masks come from key
+            if key is None:
+                raise ValueError("this problem's batch_loss_fn takes a key (batch_key=True, dropout); pass "
+                                 "batch_grad(theta, idx, key).")
+            return jax.grad(lambda th: _scalar(self.batch_loss_fn(self._params(th), batch, key)))(theta)
         if self.batch_loss_fn is not None:  # training mode: the batch's own statistics
             return jax.grad(lambda th: _scalar(self.batch_loss_fn(self._params(th), batch)))(theta)
         if self.chunk_size is not None and self.chunk_size < b:

@@ -34,7 +34,7 @@ import optax
 from jaxtyping import Array, Float
 
 from ._checks import check_batch, check_optimizer, is_concrete, positive
-from ._dynamics import SGDSDE, AbstractDiscrete, AbstractOptax, _sample_batch
+from ._dynamics import SGDSDE, AbstractDiscrete, AbstractOptax, _sample_batch, dropout_key
 from ._engine import simulate
 from ._io import register_result
 from ._fit import power_law_exponent
@@ -63,8 +63,8 @@ def svag_gradient(problem: Problem, theta, key, batch_size: int, ell, replacemen
     k1, k2 = jr.split(key)
     n = problem.n_examples
     w1, w2 = svag_weights(ell)
-    g1 = problem.batch_grad(theta, _sample_batch(k1, n, batch_size, replacement))
-    g2 = problem.batch_grad(theta, _sample_batch(k2, n, batch_size, replacement))
+    g1 = problem.batch_grad(theta, _sample_batch(k1, n, batch_size, replacement), dropout_key(k1))
+    g2 = problem.batch_grad(theta, _sample_batch(k2, n, batch_size, replacement), dropout_key(k2))
     return w1 * g1 + w2 * g2
 
 

@@ -8,7 +8,7 @@ discrete/continuous paths for strong-error studies. Shaped noise injection into 
 optimizer (:func:`inject_noise`, noises of equal trace).
 """
 
-from ._dynamics import PerturbedGD as PerturbedGD
+from ._dynamics import DROPOUT_STREAM as DROPOUT_STREAM, PerturbedGD as PerturbedGD, dropout_key as dropout_key
 from ._inject import InjectNoiseState as InjectNoiseState, equal_trace as equal_trace, inject_noise as inject_noise
 from ._modified import SGDModifiedFlow as SGDModifiedFlow, modified_loss as modified_loss
 from ._optimizers import (
@@ -49,7 +49,7 @@ __all__ = [
     "AbstractOptimizerModel", "AdaGradFlow", "AdamFlow", "AdamSDE", "HeavyBall", "InjectNoiseState", "NesterovFlow",
     "NoisyOptax", "PerturbedGD",
     "QuadraticRuleLoss", "RMSpropFlow", "RMSpropSDE", "SGDModifiedFlow", "SVAG", "SVAGOptax", "adam_moments", "coupled_paths",
-    "equal_trace", "global_rmsprop", "inject_noise", "linear_rule_quadratic", "linear_scaling_rule", "modified_loss", "nesterov_sbc",
+    "DROPOUT_STREAM", "dropout_key", "equal_trace", "global_rmsprop", "inject_noise", "linear_rule_quadratic", "linear_scaling_rule", "modified_loss", "nesterov_sbc",
     "scale_by_global_rms", "scale_by_moments", "sqrt_scaling_rule", "svag_adam", "svag_gradient",
     "svag_limit_adam", "svag_limit_rmsprop", "svag_rmsprop", "svag_weights",
 ]
