@@ -41,6 +41,14 @@ from ._experiments import (
     stationary_covariance as stationary_covariance,
     stationary_covariance_sweep as stationary_covariance_sweep,
 )
+from ._generalization import (
+    LargeBatchGap as LargeBatchGap,
+    NetworkEscape as NetworkEscape,
+    digits_split as digits_split,
+    equal_trace_injections as equal_trace_injections,
+    large_batch_gap as large_batch_gap,
+    network_escape as network_escape,
+)
 from ._inject_study import InjectedEscape as InjectedEscape, injected_noise_escape as injected_noise_escape
 from ._modified import (
     GDFlowErrors as GDFlowErrors,
@@ -66,7 +74,8 @@ from ._scaling import (
 from ._svag import SVAGStudy as SVAGStudy, svag_study as svag_study
 
 __all__ = [
-    "InjectedEscape", "injected_noise_escape",
+    "InjectedEscape", "injected_noise_escape", "LargeBatchGap", "NetworkEscape", "digits_split",
+    "equal_trace_injections", "large_batch_gap", "network_escape",
     "HEADLINE", "CovarianceEstimate", "EscapeHeadline", "EscapeStudy", "GDAgainstFlow", "MethodCovariance",
     "MethodRates", "StationarySweep", "ExponentFit", "Moments", "RadiusSetting", "RadiusStudy",
     "RadiusStudyConfig", "SharpToFlat", "EdgeOfStability", "FlowComparison", "GDFlowErrors", "SGDFlowErrors",
