@@ -227,8 +227,9 @@ class LargeBatchGap(eqx.Module):
         lrs: ``(n_arms,)`` the rate of each arm; batch: ``(n_arms,)`` its batch size.
         trace_at_init: ``(n_arms,)`` the trace of the arm's gradient-noise covariance (mini-batch
             plus injected) at the seeds' initial points, mean over seeds.
-        trace_at_ref: ``(n_arms,)`` the same at the reference points (the large-batch minima):
-            equal for the small-batch and the injected arms by construction.
+        trace_at_ref: ``(n_arms,)`` the same at the reference points (the large-batch minima or
+            the initial points, ``reference``), mean over them: equal for the small-batch and
+            the injected arms by construction (the Hessian shape's to Hutchinson's error).
         final: ``(n_arms, n_seeds, d)`` the final parameters.
         temperature: ``τ = 1/b − (N−B)/(B(N−1))``.
     """
@@ -253,6 +254,7 @@ class LargeBatchGap(eqx.Module):
     n_test: int = eqx.field(static=True)
     label_noise: float = eqx.field(static=True)
     confidence: float = eqx.field(static=True, default=0.95)
+    reference: str = eqx.field(static=True, default="large-batch minima")
 
     @property
     def n_seeds(self) -> int:
@@ -271,6 +273,14 @@ class LargeBatchGap(eqx.Module):
         v = self._masked(metric)
         return {a: t_interval(v[i], self.confidence) for i, a in enumerate(self.arms)}
 
+    def difference(self, metric: str, baseline: str = "large_batch"):
+        """``{arm: (mean, low, high, n)}`` of the paired difference ``arm − baseline`` of
+        ``metric`` seed by seed (the arms share their initialisations; a seed counts when
+        neither run diverged)."""
+        v = self._masked(metric)
+        base = v[self.arms.index(baseline)]
+        return {a: t_interval(v[i] - base, self.confidence) for i, a in enumerate(self.arms)}
+
     def sharpness_vs_accuracy(self):
         """Pearson ``r`` (Fisher-z interval) and Spearman ``ρ`` of ``λmax`` against test
         accuracy over every finite (arm, seed): ``(r, low, high, rho, n)``."""
@@ -281,7 +291,10 @@ class LargeBatchGap(eqx.Module):
                 ("train_loss", "train loss", 1.0, ".3f"), ("lambda_max", "λmax", 1.0, ".3g"),
                 ("trace_h", "Tr H", 1.0, ".3g"), ("alignment", "D-H align", 1.0, ".3g")]
         sums = {c: self.summary(c) for c, *_ in cols}
+        paired = "large_batch" in self.arms
+        diff = self.difference("test_acc") if paired else {}
         head = f"{'arm':>12} {'lr':>6} {'B':>5} {'ok':>5} " + " ".join(f"{h:>21}" for _, h, _, _ in cols)
+        head += f" {'Δacc vs large (paired)':>23}" if paired else ""
         rows = [head]
         for i, a in enumerate(self.arms):
             cells = []
@@ -289,14 +302,21 @@ class LargeBatchGap(eqx.Module):
                 m, lo, hi, n = sums[c][a]
                 cells.append(f"{format(s * m, f):>8} [{format(s * lo, f)}, {format(s * hi, f)}]".rjust(21))
             n_ok = self.n_seeds - int(np.sum(np.asarray(self.diverged)[i] > 0))
+            if paired:
+                m, lo, hi, _ = diff[a]
+                cells.append(f"{100 * m:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]".rjust(23))
             rows.append(f"{a:>12} {self.lrs[i]:>6.3g} {int(self.batch[i]):>5} {n_ok:>2}/{self.n_seeds:<2} "
                         + " ".join(cells))
-        r, lo, hi, rho, n = self.sharpness_vs_accuracy()
         rows.append(f"(mean [{self.confidence:.0%} t-interval] over seeds; test acc in %; N_train={self.n_train}, "
-                    f"N_test={self.n_test}, label noise {self.label_noise:g}, {self.n_steps} steps, τ={self.temperature:.4g})")
-        rows.append(f"λmax vs test accuracy over all runs: Pearson r = {r:.3f} [{lo:.3f}, {hi:.3f}], "
-                    f"Spearman ρ = {rho:.3f}, n = {n}")
-        rows.append("gradient-noise trace at init / at the large-batch minima: " + ", ".join(
+                    f"N_test={self.n_test}, label noise {self.label_noise:g}, {self.n_steps} steps, τ={self.temperature:.4g}, "
+                    f"equal trace at the {self.reference})")
+        r, lo, hi, rho, n = self.sharpness_vs_accuracy()
+        if n:
+            rows.append(f"λmax vs test accuracy over all runs: Pearson r = {r:.3f} [{lo:.3f}, {hi:.3f}], "
+                        f"Spearman ρ = {rho:.3f}, n = {n}")
+        else:
+            rows.append("λmax, Tr H and the alignment were not measured (curvature=False).")
+        rows.append(f"gradient-noise trace at init / at the {self.reference}: " + ", ".join(
             f"{a} {self.trace_at_init[i]:.3g}/{self.trace_at_ref[i]:.3g}" for i, a in enumerate(self.arms)))
         return "\n".join(rows)
 
@@ -347,14 +367,15 @@ def _noise_trace(train, arm, theta, noises, *, temperature, small_factor, large_
 def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hidden: int = 32, label_noise=0.0,
                     lr=0.1, small_batch: int = 16, large_batch: int | None = None, lr_cap=None,
                     n_steps: int = 2000, hessian_subsample: int | None = 128, hessian_steps: int = 8,
-                    n_probes: int = 16, confidence=0.95) -> LargeBatchGap:
+                    n_probes: int = 16, curvature: bool = True, reference: str = "minima",
+                    confidence=0.95) -> LargeBatchGap:
     """Small-batch SGD against large-batch SGD, the linear rule and large-batch SGD plus
     injected noise of equal trace, on a digits MLP, ``n_seeds`` seeds per arm run as one
     ensemble on the engine (see the module docstring for the arms and the temperature).
 
     Every arm runs ``n_steps`` steps from the same ``n_seeds`` initialisations
     (:func:`init_params`); seed ``s`` of arm ``i`` draws its batches (and its injected
-    noise) from ``fold_in(fold_in(k_run, i), s)``, ``k_run = split(key, 3)[2]``.
+    noise) from ``fold_in(fold_in(k_run, i), s)``, ``k_run = split(key, 4)[2]``; the initialisations are ``init_params(train, key=split(key, 4)[1])``.
 
     Args:
         key: PRNG key (data split and label noise, initialisations, runs, curvature probes).
@@ -370,6 +391,11 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
         hessian_subsample: the Hessian shape is drawn on this many examples drawn afresh each
             step (``None``: all), ``hessian_steps`` Lanczos steps per draw.
         n_probes: Hutchinson probes of ``Tr H`` (reference traces, ``trace_h``, alignment).
+        reference: where the shapes are given equal trace: ``"minima"`` (the large-batch arm's
+            final points, the default) or ``"init"`` (the seeds' initial points, where SGD's
+            noise is largest; the constant shapes then keep that strength to the end).
+        curvature: measure ``λmax``, ``Tr H`` and the alignment at every final point (``False``:
+            those rows are nan and the table says they were not measured).
         confidence: of the intervals.
     """
     unknown = [a for a in arms if a not in ARMS]
@@ -391,25 +417,32 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
     if tau <= 0:
         raise ValueError(f"small_batch={b} must be noisier than large_batch={big}; the temperature would be {tau:g}.")
     y0 = init_params(train, key=k_init, n_seeds=n_seeds)
+    if reference not in ("minima", "init"):
+        raise ValueError(f"reference must be 'minima' (the large-batch minima) or 'init', got {reference!r}.")
 
     order = list(arms)
-    if any(a in SHAPES for a in arms) and "large_batch" not in arms:
+    if any(a in SHAPES for a in arms) and "large_batch" not in arms and reference == "minima":
         order = ["large_batch", *order]
     finals, diverged, noises = {}, {}, None
     for arm in sorted(order, key=lambda a: (a != "large_batch", ARMS.index(a))):
         i = ARMS.index(arm)
         if arm in SHAPES and noises is None:
-            ok = diverged["large_batch"] == 0
-            if not ok.any():
-                raise ValueError("every large-batch seed diverged: there is no reference point; lower lr.")
-            noises = equal_trace_injections(train, finals["large_batch"][ok], key=jr.fold_in(k_curv, 1),
-                                            n_probes=n_probes, hessian_steps=hessian_steps)
+            if reference == "init":
+                ref = y0
+            else:
+                ok = diverged["large_batch"] == 0
+                if not ok.any():
+                    raise ValueError("every large-batch seed diverged: there is no reference point; lower lr.")
+                ref = finals["large_batch"][ok]
+            noises = equal_trace_injections(train, ref, key=jr.fold_in(k_curv, 1), n_probes=n_probes,
+                                            hessian_steps=hessian_steps)
         finals[arm], diverged[arm] = _run_arm(
             train, arm, y0, lr=lr_lin if arm == "linear_rule" else lr,
             batch_size=b if arm == "small_batch" else big, replacement=arm == "small_batch", noises=noises,
             temperature=tau, key=jr.fold_in(k_run, i), n_steps=n_steps, seed=i, hessian_subsample=hessian_subsample)
 
-    ref = finals["large_batch"][diverged["large_batch"] == 0] if noises is not None else None
+    if noises is None:
+        ref = finals["large_batch"][diverged["large_batch"] == 0] if "large_batch" in finals else None
     metrics = {m: np.full((len(arms), n_seeds), np.nan) for m in METRICS}
     tr_init, tr_ref = np.zeros(len(arms)), np.zeros(len(arms))
     test_loss = jax.jit(jax.vmap(test.loss))
@@ -422,7 +455,7 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
         metrics["train_loss"][r] = np.asarray(train_loss(th))
         metrics["test_acc"][r] = np.asarray(acc(test, th))
         metrics["train_acc"][r] = np.asarray(acc(train, th))
-        for s in np.flatnonzero(ok):
+        for s in np.flatnonzero(ok) if curvature else ():
             ks = jr.fold_in(jr.fold_in(k_curv, 100 + r), s)
             k1, k2, k3 = jr.split(ks, 3)
             metrics["lambda_max"][r, s] = float(hessian_eigs(train, th[s], 1, key=k1)[0][0])
@@ -431,16 +464,17 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
         kw = dict(temperature=tau, small_factor=small_factor, large_factor=large_factor)
         if arm not in SHAPES or noises is not None:
             tr_init[r] = np.mean([float(_noise_trace(train, arm, y0[s], noises, lr_key=jr.fold_in(k_curv, s), **kw))
-                                  for s in range(min(n_seeds, 4))])
+                                  for s in range(n_seeds)])
             if ref is not None:
                 tr_ref[r] = np.mean([float(_noise_trace(train, arm, t, noises, lr_key=jr.fold_in(k_curv, s), **kw))
-                                     for s, t in enumerate(ref[:4])])
+                                     for s, t in enumerate(ref)])
     div = np.stack([diverged[a] for a in arms]).astype(np.float64)
     lrs = np.array([lr_lin if a == "linear_rule" else lr for a in arms])
     batch = np.array([b if a == "small_batch" else big for a in arms], np.float64)
     return LargeBatchGap(arms=arms, diverged=div, lrs=lrs, batch=batch, trace_at_init=tr_init, trace_at_ref=tr_ref,
                          final=np.stack([np.asarray(finals[a]) for a in arms]), temperature=float(tau), n_steps=n_steps,
                          n_train=n, n_test=test.n_examples, label_noise=float(label_noise), confidence=float(confidence),
+                         reference="large-batch minima" if reference == "minima" else "initial points",
                          **metrics)
 
 
@@ -577,7 +611,7 @@ def plot_network_escape(result: NetworkEscape, ax=None):
         _, ax = plt.subplots(figsize=(6, 4))
     x = np.arange(len(result.kinds))
     f, lo, hi = map(np.asarray, (result.fraction, result.low, result.high))
-    ax.bar(x, f, yerr=[f - lo, hi - f], color=[_ARM_COLORS.get(k, "k") for k in result.kinds], capsize=4)
+    ax.bar(x, f, yerr=[np.maximum(f - lo, 0), np.maximum(hi - f, 0)], color=[_ARM_COLORS.get(k, "k") for k in result.kinds], capsize=4)
     ax.set_xticks(x, [k.replace("_", " ") for k in result.kinds], rotation=30, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction that left (loss rise)")
