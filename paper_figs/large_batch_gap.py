@@ -24,7 +24,7 @@ import _common
 import sde_opt as so
 
 NAME = "large_batch_gap"
-ARMS = ("small_batch", "large_batch", "linear_rule", "isotropic", "diagonal", "fisher", "minibatch", "hessian")
+ARMS = so.experiments.LARGE_BATCH_ARMS
 STUDY = ("n_seeds", "n_steps", "n_train", "lr", "small_batch", "lr_cap", "hessian_subsample")
 FULL = dict(n_seeds=16, n_steps=2000, n_train=512, lr=0.5, small_batch=16, lr_cap=8.0, hessian_subsample=128,
             studies=((0.0, "minima"), (0.2, "minima"), (0.2, "init")), escape_paths=64, escape_steps=500, loss_rise=0.05)
@@ -57,7 +57,8 @@ def compute(config: dict, key):
 def plot(result, meta: dict):
     import matplotlib.pyplot as plt
 
-    gaps = [k for k in sorted(result) if k.startswith("gap_")]
+    gaps = sorted((k for k in result if k.startswith("gap_")),
+                  key=lambda k: (result[k].label_noise, result[k].reference != "initial points"))
     fig, axes = plt.subplots(len(gaps), 3, figsize=(16, 4.2 * len(gaps)), squeeze=False)
     for row, k in enumerate(gaps):
         so.plot.large_batch_gap(result[k], ax=axes[row, :2])

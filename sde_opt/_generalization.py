@@ -95,7 +95,7 @@ def wilson_interval(k: int, n: int, confidence=0.95):
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def correlation(x, y, confidence=0.95):
+def correlation_interval(x, y, confidence=0.95):
     """Pearson ``r`` of the finite pairs with its Fisher-z interval, and Spearman's ``ρ``:
     ``(r, low, high, rho, n)``."""
     from scipy import stats
@@ -119,7 +119,7 @@ def digits_split(*, key, n_train: int = 512, hidden: int = 32, label_noise=0.0):
     test problem holds the other ``1797 − n_train`` images). ``label_noise``: the fraction
     of *training* labels replaced by a different, uniformly drawn class (a harder task;
     the test labels stay clean). ``train.theta0`` is one initialisation; the study draws
-    one per seed with :func:`init_params`."""
+    one per seed with :func:`mlp_inits`."""
     k_perm, k_init, k_flip, k_new = jr.split(key, 4)
     x, y = digits(key=k_perm)
     n_train = positive_int("n_train", n_train, upper=len(y) - 1, upper_name="1796 (the digits less one test image)")
@@ -142,7 +142,7 @@ def digits_split(*, key, n_train: int = 512, hidden: int = 32, label_noise=0.0):
     return train, test
 
 
-def init_params(problem: Problem, *, key, n_seeds: int):
+def mlp_inits(problem: Problem, *, key, n_seeds: int):
     """``(n_seeds, d)`` flat initialisations of the MLP of :func:`digits_split` (seed ``s``
     from ``fold_in(key, s)``)."""
     sizes = [problem.data["x"].shape[1]] + [layer["b"].shape[0] for layer in problem.unravel(problem.theta0)]
@@ -284,7 +284,7 @@ class LargeBatchGap(eqx.Module):
     def sharpness_vs_accuracy(self):
         """Pearson ``r`` (Fisher-z interval) and Spearman ``ρ`` of ``λmax`` against test
         accuracy over every finite (arm, seed): ``(r, low, high, rho, n)``."""
-        return correlation(self._masked("lambda_max"), self._masked("test_acc"), self.confidence)
+        return correlation_interval(self._masked("lambda_max"), self._masked("test_acc"), self.confidence)
 
     def table(self) -> str:
         cols = [("test_acc", "test acc", 100.0, ".1f"), ("test_loss", "test loss", 1.0, ".3f"),
@@ -374,8 +374,9 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
     ensemble on the engine (see the module docstring for the arms and the temperature).
 
     Every arm runs ``n_steps`` steps from the same ``n_seeds`` initialisations
-    (:func:`init_params`); seed ``s`` of arm ``i`` draws its batches (and its injected
-    noise) from ``fold_in(fold_in(k_run, i), s)``, ``k_run = split(key, 4)[2]``; the initialisations are ``init_params(train, key=split(key, 4)[1])``.
+    (:func:`mlp_inits`); seed ``s`` of arm ``i`` draws its batches (and its injected
+    noise) from ``fold_in(fold_in(k_run, i), s)``, ``k_run = split(key, 4)[2]``; the
+    initialisations are ``mlp_inits(train, key=split(key, 4)[1])``.
 
     Args:
         key: PRNG key (data split and label noise, initialisations, runs, curvature probes).
@@ -416,7 +417,7 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
     tau = small_factor - large_factor
     if tau <= 0:
         raise ValueError(f"small_batch={b} must be noisier than large_batch={big}; the temperature would be {tau:g}.")
-    y0 = init_params(train, key=k_init, n_seeds=n_seeds)
+    y0 = mlp_inits(train, key=k_init, n_seeds=n_seeds)
     if reference not in ("minima", "init"):
         raise ValueError(f"reference must be 'minima' (the large-batch minima) or 'init', got {reference!r}.")
 

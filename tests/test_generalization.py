@@ -14,7 +14,8 @@ import pytest
 from scipy import stats
 
 import sde_opt as so
-from sde_opt._generalization import ARMS, correlation, init_params, t_interval, wilson_interval
+from sde_opt.experiments import LARGE_BATCH_ARMS as ARMS
+from sde_opt.experiments import correlation_interval, mlp_inits, t_interval, wilson_interval
 
 SMALL = dict(n_train=64, hidden=4, n_seeds=2, n_steps=15, lr=0.3, small_batch=8)
 
@@ -24,7 +25,7 @@ def test_sgd_arms_are_the_hand_written_optax_loop():
     res = so.experiments.large_batch_gap(key=key, arms=("small_batch", "large_batch"), curvature=False, **SMALL)
     k_data, k_init, k_run, _ = jr.split(key, 4)
     train, test = so.experiments.digits_split(key=k_data, n_train=64, hidden=4)
-    y0 = init_params(train, key=k_init, n_seeds=2)
+    y0 = mlp_inits(train, key=k_init, n_seeds=2)
     n, b = train.n_examples, SMALL["small_batch"]
     opt = optax.sgd(SMALL["lr"])
     for row, (arm, batch) in enumerate([("small_batch", b), ("large_batch", n)]):
@@ -48,7 +49,7 @@ def test_sgd_arms_are_the_hand_written_optax_loop():
 def test_injected_shapes_have_equal_trace_at_the_reference_points():
     train, _ = so.experiments.digits_split(key=jr.key(0), n_train=40, hidden=3, label_noise=0.25)
     assert train.info["n_flipped"] > 0
-    pts = init_params(train, key=jr.key(1), n_seeds=2)
+    pts = mlp_inits(train, key=jr.key(1), n_seeds=2)
     tr_d = lambda p: float(jnp.trace(so.MinibatchNoise().covariance(train, p)))  # noqa: E731
     for points in (pts[:1], pts):
         noises = so.experiments.equal_trace_injections(train, points, n_probes=None)
@@ -70,7 +71,7 @@ def test_intervals_are_scipys():
         assert wilson_interval(k, n, 0.95) == pytest.approx((ci.low, ci.high), abs=1e-12)
     x = rng.normal(size=30)
     y = x + rng.normal(size=30)
-    r, lo, hi, rho, n = correlation(x, y)
+    r, lo, hi, rho, n = correlation_interval(x, y)
     ref = stats.pearsonr(x, y)
     ci = ref.confidence_interval(0.95)
     assert (r, lo, hi) == pytest.approx((ref.statistic, ci.low, ci.high), rel=1e-9)
@@ -104,7 +105,7 @@ def test_diverged_seeds_are_counted_not_averaged(tmp_path):
 
 def test_network_escape_gd_stays_and_counts_are_wilson():
     train, _ = so.experiments.digits_split(key=jr.key(0), n_train=32, hidden=3)
-    theta = init_params(train, key=jr.key(1), n_seeds=1)[0]
+    theta = mlp_inits(train, key=jr.key(1), n_seeds=1)[0]
     esc = so.experiments.network_escape(train, theta, key=jr.key(2), kinds=("gd", "small_batch"), lr=0.5,
                                         small_batch=4, loss_rise=1e-3, n_paths=8, max_steps=20)
     # GD from a non-minimum descends: the loss never rises above its start
