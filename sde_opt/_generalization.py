@@ -67,7 +67,14 @@ METRICS = ("test_acc", "test_loss", "train_loss", "train_acc", "lambda_max", "tr
 def t_interval(values, confidence=0.95):
     """Mean and the Student-t interval ``mean ± t_{(1+c)/2, n−1} · s/√n`` of the finite
     ``values`` (non-finite ones are left out and counted): ``(mean, low, high, n)``.
-    With one value the interval is ``(nan, nan)``; with none everything is nan."""
+    With one value the interval is ``(nan, nan)``; with none everything is nan.
+
+    Example:
+        >>> from sde_opt.experiments import t_interval
+        >>> m, lo, hi, n = t_interval([1.0, 2.0, 3.0, float("nan")])
+        >>> round(m, 3), round(hi - m, 3), n
+        (2.0, 2.484, 3)
+    """
     from scipy import stats
 
     v = np.asarray(values, np.float64).ravel()
@@ -83,7 +90,13 @@ def t_interval(values, confidence=0.95):
 
 
 def wilson_interval(k: int, n: int, confidence=0.95):
-    """Wilson score interval of a binomial proportion ``k/n``: ``(low, high)``."""
+    """Wilson score interval of a binomial proportion ``k/n``: ``(low, high)``.
+
+    Example:
+        >>> from sde_opt.experiments import wilson_interval
+        >>> [round(x, 3) for x in wilson_interval(0, 64)]
+        [0.0, 0.057]
+    """
     from scipy import stats
 
     if n <= 0:
