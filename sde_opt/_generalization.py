@@ -354,7 +354,7 @@ def _run_arm(train, arm, y0, *, lr, batch_size, replacement, noises, temperature
     return out["ys"][:, -1], np.asarray(out["diverged"])
 
 
-def _noise_trace(train, arm, theta, noises, *, temperature, small_factor, large_factor, lr_key):
+def _noise_trace(train, arm, theta, noises, *, temperature, small_factor, large_factor, key):
     """Trace of the gradient-noise covariance of ``arm`` at ``theta`` (mini-batch + injected)."""
     g = train.per_example_grads(theta)
     tr_d = jnp.mean(jnp.sum((g - jnp.mean(g, axis=0)) ** 2, axis=1))
@@ -373,7 +373,7 @@ def _noise_trace(train, arm, theta, noises, *, temperature, small_factor, large_
     elif arm == "minibatch":
         extra = tr_d
     else:
-        extra = n.scale * hessian_trace(train, theta, key=lr_key, n_probes=16).value
+        extra = n.scale * hessian_trace(train, theta, key=key, n_probes=16).value
     return base + temperature * extra
 
 
@@ -461,7 +461,7 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
     tr_init, tr_ref = np.zeros(len(arms)), np.zeros(len(arms))
     test_loss = jax.jit(jax.vmap(test.loss))
     train_loss = jax.jit(jax.vmap(train.loss))
-    acc = jax.jit(jax.vmap(_accuracy, (None, 0)), static_argnums=())
+    acc = jax.jit(jax.vmap(_accuracy, (None, 0)))
     for r, arm in enumerate(arms):
         th = finals[arm]
         ok = diverged[arm] == 0
@@ -477,10 +477,10 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
             metrics["alignment"][r, s] = float(alignment(train, th[s], key=k3, k=3, n_probes=n_probes).ratio_vs_isotropic)
         kw = dict(temperature=tau, small_factor=small_factor, large_factor=large_factor)
         if arm not in SHAPES or noises is not None:
-            tr_init[r] = np.mean([float(_noise_trace(train, arm, y0[s], noises, lr_key=jr.fold_in(k_curv, s), **kw))
+            tr_init[r] = np.mean([float(_noise_trace(train, arm, y0[s], noises, key=jr.fold_in(k_curv, s), **kw))
                                   for s in range(n_seeds)])
             if ref is not None:
-                tr_ref[r] = np.mean([float(_noise_trace(train, arm, t, noises, lr_key=jr.fold_in(k_curv, s), **kw))
+                tr_ref[r] = np.mean([float(_noise_trace(train, arm, t, noises, key=jr.fold_in(k_curv, s), **kw))
                                      for s, t in enumerate(ref)])
     div = np.stack([diverged[a] for a in arms]).astype(np.float64)
     lrs = np.array([lr_lin if a == "linear_rule" else lr for a in arms])

@@ -28,6 +28,13 @@ def test_sgd_arms_are_the_hand_written_optax_loop():
     y0 = mlp_inits(train, key=k_init, n_seeds=2)
     n, b = train.n_examples, SMALL["small_batch"]
     opt = optax.sgd(SMALL["lr"])
+
+    @jax.jit
+    def step(theta, state, idx):  # the plain optax loop: mean gradient of the batch, optax.sgd
+        batch = jax.tree_util.tree_map(lambda a: a[idx], train.data)
+        g = jax.grad(lambda t: jnp.mean(jax.vmap(train.example_loss, (None, 0))(t, batch)))(theta)
+        updates, state = opt.update(g, state)
+        return optax.apply_updates(theta, updates), state
     for row, (arm, batch) in enumerate([("small_batch", b), ("large_batch", n)]):
         i = ARMS.index(arm)
         for s in range(2):
@@ -35,10 +42,7 @@ def test_sgd_arms_are_the_hand_written_optax_loop():
             k_path = jr.fold_in(jr.fold_in(k_run, i), s)
             for j in range(SMALL["n_steps"]):
                 idx = jr.randint(jr.fold_in(k_path, j), (batch,), 0, n) if arm == "small_batch" else jnp.arange(n)
-                g = jax.grad(lambda t: jnp.mean(jax.vmap(train.example_loss, (None, 0))(
-                    t, jax.tree_util.tree_map(lambda a: a[idx], train.data))))(theta)
-                updates, state = opt.update(g, state)
-                theta = optax.apply_updates(theta, updates)
+                theta, state = step(theta, state, idx)
             np.testing.assert_allclose(res.final[row, s], theta, rtol=1e-10, atol=1e-12)
             assert res.test_loss[row, s] == pytest.approx(float(test.loss(theta)), rel=1e-10)
             assert res.train_loss[row, s] == pytest.approx(float(train.loss(theta)), rel=1e-10)
@@ -47,16 +51,16 @@ def test_sgd_arms_are_the_hand_written_optax_loop():
 
 
 def test_injected_shapes_have_equal_trace_at_the_reference_points():
-    train, _ = so.experiments.digits_split(key=jr.key(0), n_train=40, hidden=3, label_noise=0.25)
+    train, _ = so.experiments.digits_split(key=jr.key(0), n_train=40, hidden=2, label_noise=0.25)
     assert train.info["n_flipped"] > 0
-    pts = mlp_inits(train, key=jr.key(1), n_seeds=2)
-    tr_d = lambda p: float(jnp.trace(so.MinibatchNoise().covariance(train, p)))  # noqa: E731
-    for points in (pts[:1], pts):
-        noises = so.experiments.equal_trace_injections(train, points, n_probes=None)
-        target = np.mean([tr_d(p) for p in points])
-        for name, noise in noises.items():
-            got = np.mean([float(jnp.trace(noise.covariance(train, p))) for p in points])
-            assert got == pytest.approx(target, rel=1e-9), name
+    points = mlp_inits(train, key=jr.key(1), n_seeds=2)
+    # the traces are equal on average over the reference points (each shape's scale is one number)
+    noises = so.experiments.equal_trace_injections(train, points, n_probes=None)
+    assert set(noises) == {"isotropic", "diagonal", "fisher", "minibatch", "hessian"}
+    target = np.mean([float(jnp.trace(so.MinibatchNoise().covariance(train, p))) for p in points])
+    for name, noise in noises.items():
+        got = np.mean([float(jnp.trace(noise.covariance(train, p))) for p in points])
+        assert got == pytest.approx(target, rel=1e-9), name
 
 
 def test_intervals_are_scipys():
@@ -107,9 +111,9 @@ def test_network_escape_gd_stays_and_counts_are_wilson():
     train, _ = so.experiments.digits_split(key=jr.key(0), n_train=32, hidden=3)
     theta = mlp_inits(train, key=jr.key(1), n_seeds=1)[0]
     esc = so.experiments.network_escape(train, theta, key=jr.key(2), kinds=("gd", "small_batch"), lr=0.5,
-                                        small_batch=4, loss_rise=1e-3, n_paths=8, max_steps=20)
+                                        small_batch=4, loss_rise=1e-3, n_paths=8, max_steps=12)
     # GD from a non-minimum descends: the loss never rises above its start
-    assert esc.n_left[0] == 0 and esc.mean_time[0] == pytest.approx(20)
+    assert esc.n_left[0] == 0 and esc.mean_time[0] == pytest.approx(12)
     for i in range(2):
         assert (esc.low[i], esc.high[i]) == pytest.approx(wilson_interval(int(esc.n_left[i]), 8), abs=1e-12)
     assert math.isfinite(esc.lambda_max) and "Wilson" in esc.table()
