@@ -58,7 +58,7 @@ def plot(result, meta: dict):
     import matplotlib.pyplot as plt
 
     gaps = sorted((k for k in result if k.startswith("gap_")),
-                  key=lambda k: (result[k].label_noise, result[k].reference != "initial points"))
+                  key=lambda k: (result[k].label_noise, result[k].reference != "large-batch minima"))
     fig, axes = plt.subplots(len(gaps), 3, figsize=(16, 4.2 * len(gaps)), squeeze=False)
     for row, k in enumerate(gaps):
         so.plot.large_batch_gap(result[k], ax=axes[row, :2])
