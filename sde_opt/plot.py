@@ -14,6 +14,7 @@ from ._escape_plots import (
     plot_saddle_escape as saddle_escape,
     plot_sharp_to_flat as sharp_to_flat,
 )
+from ._generalization import plot_large_batch_gap as large_batch_gap, plot_network_escape as network_escape
 from ._experiments import plot_stationary_covariance as stationary_covariance
 from ._slice_plots import (
     plot_interpolation as interpolation,
@@ -23,5 +24,6 @@ from ._slice_plots import (
 )
 from ._tracking import plot_history as history
 
-__all__ = ["escape_headline", "escape_study", "history", "injected_escape", "interpolation", "rates", "saddle_batch", "saddle_escape",
+__all__ = ["escape_headline", "escape_study", "history", "injected_escape", "interpolation", "large_batch_gap",
+           "network_escape", "rates", "saddle_batch", "saddle_escape",
            "sharp_to_flat", "slice_contour", "slice_density", "slice_surface", "spectral_density", "stationary_covariance"]
