@@ -32,11 +32,9 @@ import datetime
 import os
 import time
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 import optax
 
 import sde_opt as so

@@ -12,6 +12,12 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def all_finite(x) -> bool:
+    """True unless ``x`` holds values (not a tracer) and one is nan or inf. Checked in numpy,
+    so it also works on concrete arrays closed over inside a traced function."""
+    return not is_concrete(x) or bool(np.all(np.isfinite(np.asarray(x))))
+
+
 def positive(name: str, value, *, hint: str = ""):
     """Return ``value`` as an array after checking it is a finite number > 0 (when concrete)."""
     arr = jnp.asarray(value, dtype=jnp.result_type(float))

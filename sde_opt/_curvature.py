@@ -43,7 +43,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import check_key, check_operator, is_concrete, n_eigenpairs, positive_int, which_end
+from ._checks import all_finite, check_key, check_operator, is_concrete, n_eigenpairs, positive_int, which_end
 from ._chunking import choose_loop
 from ._io import register_result
 from ._problem import Problem, as_flat
@@ -409,7 +409,7 @@ def check_point(problem: Problem, theta, name: str = "theta") -> Float[Array, " 
             weakref.finalize(problem, _CHECKED.pop, id(problem), None)
         seen.add(sig)
         return theta
-    if is_concrete(theta) and not bool(jnp.all(jnp.isfinite(theta))):
+    if not all_finite(theta):
         raise ValueError(f"{name} contains non-finite values (nan or inf); start from a finite point.")
     return theta
 

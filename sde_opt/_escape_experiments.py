@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import sys
-import time
 
 import equinox as eqx
 import jax.numpy as jnp

@@ -10,14 +10,17 @@ per-example gradients so that ``G z = Gcᵀ z / √N`` never forms a ``d × d`` 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float
 
 from ._checks import is_concrete, nonnegative, square_matrix
+from ._chunking import sum_examples
 from ._problem import Problem
 
 
@@ -346,3 +349,130 @@ __all__ = [
     "batch_factor",
     "krylov_sqrt",
 ]
+
+
+def _output_factor(likelihood: str, z, u):
+    """``L(z) u`` with ``L Lᵀ`` the Fisher of the likelihood in output space: categorical
+    ``diag(p) − ppᵀ`` (``L = diag(√p) − p√pᵀ``, exact since ``Σp = 1``), Gaussian ``I``."""
+    if likelihood == "gaussian":
+        return u
+    p = jax.nn.softmax(z)
+    sp = jnp.sqrt(p)
+    return sp * u - p * jnp.dot(sp, u)
+
+
+class FisherNoise(AbstractNoise):
+    """The true Fisher ``F(θ) = (1/N) Σᵢ Jᵢᵀ F(zᵢ) Jᵢ``: the covariance of the gradient of
+    ``−log p(y|xᵢ)`` with ``y`` drawn from the model itself (not the data's labels), for
+    the outputs ``zᵢ = model_fn(params, exampleᵢ)`` of a ``likelihood="categorical"``
+    (logits) or ``"gaussian"`` (unit-variance mean) model; ``params`` is what ``loss_fn``
+    receives (``problem.model(θ)``), as for :class:`sde_opt.curvature.Fisher`.
+
+    A draw is exact, with no Monte-Carlo labels: ``ξ = Σᵢ Jᵢᵀ L(zᵢ) uᵢ / √N`` with
+    ``L Lᵀ = F(z)`` in output space and ``uᵢ ~ N(0, I_C)``, one vector–Jacobian product of
+    the model outputs (about one gradient, O(d) memory, streamed in the problem's chunks),
+    ``N·C`` normals. (Sampling labels ``ỹᵢ ~ p(·|xᵢ)`` and drawing ``Σᵢ zᵢ∇ℓ(ỹᵢ)/√N``
+    has the same covariance ``F`` but is a Gaussian mixture.) ``covariance`` and ``factor``
+    form the matrices (small problems).
+    """
+
+    model_fn: Callable = eqx.field(static=True)
+    likelihood: str = eqx.field(static=True, default="categorical")
+
+    def __check_init__(self):
+        if not callable(self.model_fn):
+            raise ValueError(f"model_fn must be callable model_fn(params, example) -> outputs, got {self.model_fn!r}.")
+        if self.likelihood not in ("categorical", "gaussian"):
+            raise ValueError(f"likelihood must be 'categorical' or 'gaussian', got {self.likelihood!r}.")
+
+    def check(self, problem, dim):
+        problem._need_data("FisherNoise")
+
+    def _outputs(self, problem, theta, data):
+        z = jax.vmap(self.model_fn, in_axes=(None, 0))(problem._params(theta), data)
+        return z.reshape(z.shape[0], -1)
+
+    def _n_outputs(self, problem) -> int:
+        first = jax.tree_util.tree_map(lambda x: x[0], problem.data)
+        return max(1, int(np.prod(jax.eval_shape(self.model_fn, problem.model(problem.theta0), first).shape)))
+
+    def factor(self, problem, theta):
+        z = self._outputs(problem, theta, problem.data)
+        jac = jax.jacrev(lambda th: self._outputs(problem, th, problem.data))(theta)  # (N, C, d)
+        eye = jnp.eye(z.shape[1], dtype=z.dtype)
+        lmat = jax.vmap(lambda zi: jax.vmap(lambda e: _output_factor(self.likelihood, zi, e), out_axes=1)(eye))(z)
+        cols = jnp.einsum("ncd,nce->dne", jac, lmat)  # Jᵢᵀ L(zᵢ)
+        return cols.reshape(theta.shape[0], -1) / jnp.sqrt(z.shape[0])
+
+    def covariance(self, problem, theta):
+        f = self.factor(problem, theta)
+        return f @ f.T
+
+    def n_normals(self, problem, dim):
+        problem._need_data("FisherNoise")
+        return problem.n_examples * self._n_outputs(problem)
+
+    def apply_factor(self, problem, theta, z):
+        n = problem.n_examples
+        u = z.reshape(n, -1)
+
+        def chunk_sum(chunk, w):
+            ex, uc = chunk
+
+            def total(th):
+                out = self._outputs(problem, th, ex)
+                cot = jax.vmap(lambda zi, ui: _output_factor(self.likelihood, zi, ui))(jax.lax.stop_gradient(out), uc)
+                return jnp.sum(w[:, None].astype(out.dtype) * cot * out)
+
+            return jax.grad(total)(theta)
+
+        w = jnp.full((n,), 1.0, z.dtype) / jnp.sqrt(n).astype(z.dtype)
+        return sum_examples(chunk_sum, (problem.data, u), w, problem.chunk_size)
+
+
+class EigenNoise(AbstractNoise):
+    """Noise in the top-``k`` eigen-directions only: ``D = Vₖ diag(λₖ)₊ Vₖᵀ`` of the Hessian
+    (``of="hessian"``, negative eigenvalues clipped) or of the mini-batch noise covariance
+    (``of="noise"``), recomputed at every ``θ`` matrix-free (Lanczos on HVPs,
+    :func:`sde_opt.hessian_eigs`; the Gram trick, :func:`sde_opt.noise_eigs`); ``k``
+    normals per draw. Lanczos starts from a fixed vector, so a draw is a deterministic
+    function of ``θ`` and ``z``."""
+
+    k: int = eqx.field(static=True)
+    of: str = eqx.field(static=True, default="hessian")
+
+    def __check_init__(self):
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise ValueError(f"k must be a positive int (eigen-directions), got {self.k!r}.")
+        if self.of not in ("hessian", "noise"):
+            raise ValueError(f"of must be 'hessian' or 'noise', got {self.of!r}.")
+
+    def check(self, problem, dim):
+        if self.k > dim:
+            raise ValueError(f"k={self.k} exceeds the problem's d={dim} parameters.")
+        if self.of == "noise":
+            problem._need_data("EigenNoise(of='noise')")
+
+    def _pairs(self, problem, theta):
+        from ._curvature import hessian_eigs
+        from ._noise_spectrum import noise_eigs
+
+        if self.of == "hessian":
+            vals, vecs = hessian_eigs(problem, theta, self.k, key=jr.key(0))
+        else:
+            vals, vecs = noise_eigs(problem, theta, self.k, key=jr.key(0))
+        return jnp.clip(vals, 0.0, None), vecs
+
+    def factor(self, problem, theta):
+        vals, vecs = self._pairs(problem, theta)
+        return vecs.T * jnp.sqrt(vals)
+
+    def covariance(self, problem, theta):
+        f = self.factor(problem, theta)
+        return f @ f.T
+
+    def n_normals(self, problem, dim):
+        return self.k
+
+    def apply_factor(self, problem, theta, z):
+        return self.factor(problem, theta) @ z

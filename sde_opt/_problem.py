@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._checks import is_concrete
+from ._checks import all_finite
 from ._chunking import map_examples, sum_examples
 
 
@@ -39,7 +39,7 @@ def as_flat(theta, name: str = "theta"):
 
 def _check_finite_data(data) -> None:
     for path, x in jax.tree_util.tree_flatten_with_path(data)[0]:
-        if is_concrete(x) and jnp.issubdtype(x.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(x))):
+        if jnp.issubdtype(x.dtype, jnp.inexact) and not all_finite(x):
             raise ValueError(f"data{jax.tree_util.keystr(path)} contains non-finite values (nan or inf); "
                              "clean or drop those examples.")
 
@@ -285,7 +285,7 @@ class Problem(eqx.Module):
             raise ValueError(f"{name} has {theta.shape[0]} entries but the problem has d={d} parameters.")
         if not jnp.issubdtype(theta.dtype, jnp.floating):
             raise ValueError(f"{name} must be floating point, got dtype {theta.dtype}.")
-        if is_concrete(theta) and not bool(jnp.all(jnp.isfinite(theta))):
+        if not all_finite(theta):
             raise ValueError(f"{name} contains non-finite values (nan or inf); start from a finite point.")
         # raises a ValueError if the loss is not scalar. A fresh closure, not the bound method:
         # jax caches on the function, and equinox compares bound methods leaf by leaf, which

@@ -27,7 +27,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_key, is_concrete, positive_int
+from ._checks import all_finite, check_key, positive_int
 from ._chunking import map_examples
 from ._curvature import hessian_eigs
 from ._io import register_result
@@ -50,7 +50,7 @@ _POINT_FLOATS_ACCELERATOR = 1 << 23
 
 
 def _finite(name: str, x):
-    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
+    if not all_finite(x):
         raise ValueError(f"{name} contains non-finite values (nan or inf); pass finite numbers.")
     return x
 

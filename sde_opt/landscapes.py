@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from ._checks import is_concrete, positive, positive_int, square_matrix
+from ._checks import all_finite, is_concrete, positive, positive_int, square_matrix
 from ._problem import Problem
 
 
@@ -59,7 +59,7 @@ def quadratic(hessian, minimum=None) -> Problem:
     m = jnp.zeros(d, h.dtype) if minimum is None else _f(minimum)
     if m.shape != (d,):
         raise ValueError(f"minimum must have shape ({d},) to match hessian, got {m.shape}.")
-    if is_concrete(m) and not bool(jnp.all(jnp.isfinite(m))):
+    if not all_finite(m):
         raise ValueError("minimum contains non-finite values (nan or inf); pass a finite point.")
 
     def loss(theta):

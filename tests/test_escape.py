@@ -4,7 +4,7 @@ censored exponential data, Kaplan–Meier, the memorylessness test, and the clos
 import jax.random as jr
 import numpy as np
 import pytest
-from scipy import integrate, stats
+from scipy import integrate
 
 import sde_opt as so
 

@@ -176,3 +176,69 @@ def test_escape_study_injects_equal_step_traces():
     assert np.all((esc.escaped >= 0) & (esc.escaped <= 1)) and esc.kinds == ("sgd", "isotropic", "minibatch")
     with pytest.raises(ValueError, match="kinds"):
         so.experiments.injected_noise_escape(kinds=("adam",), key=jr.key(0))
+
+
+@pytest.fixture(scope="module")
+def softmax_regression():
+    """A 3-class softmax regression (d = 6) on 40 examples, away from its minimum."""
+    kx, ky = jr.split(jr.key(5))
+    x = jr.normal(kx, (40, 2))
+    y = jr.randint(ky, (40,), 0, 3)
+    logits = lambda w, ex: ex["x"] @ w.reshape(2, 3)  # noqa: E731
+    prob = so.Problem(lambda w, ex: -jax.nn.log_softmax(logits(w, ex))[ex["y"]], {"x": x, "y": y},
+                      params=jnp.zeros(6))
+    return prob, jnp.array([0.3, -0.2, 0.5, 0.1, 0.4, -0.6]), logits
+
+
+def test_true_fisher_factor_is_the_curvature_fisher(softmax_regression, regression):
+    prob, theta, logits = softmax_regression
+    noise = so.optimizers.FisherNoise(logits)
+    fisher = so.curvature.curvature_operator(prob, theta, curvature=so.curvature.Fisher(logits))
+    dense = jax.vmap(fisher.mv)(jnp.eye(6)).T
+    np.testing.assert_allclose(np.asarray(noise.covariance(prob, theta)), np.asarray(dense), rtol=1e-10, atol=1e-12)
+    z = jr.normal(jr.key(0), (noise.n_normals(prob, 6),))
+    np.testing.assert_allclose(np.asarray(noise.apply_factor(prob, theta, z)),
+                               np.asarray(noise.factor(prob, theta) @ z), rtol=1e-10, atol=1e-12)
+    chunked = so.Problem(prob.loss_fn, prob.data, params=jnp.zeros(6), chunk_size=7)
+    np.testing.assert_allclose(np.asarray(noise.apply_factor(chunked, theta, z)),
+                               np.asarray(noise.apply_factor(prob, theta, z)), rtol=1e-10, atol=1e-12)
+    # least squares: the Gaussian Fisher is the Hessian (1/N) Σ xxᵀ
+    lsq, th = regression
+    gauss = so.optimizers.FisherNoise(lambda w, ex: ex["x"] @ w, likelihood="gaussian")
+    np.testing.assert_allclose(np.asarray(gauss.covariance(lsq, th)), np.asarray(lsq.hessian(th)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["fisher", "eigen_hessian", "eigen_noise"])
+def test_injected_fisher_and_eigen_noise_have_their_covariance(softmax_regression, kind):
+    prob, theta, logits = softmax_regression
+    noise = {"fisher": so.optimizers.FisherNoise(logits), "eigen_hessian": so.optimizers.EigenNoise(2),
+             "eigen_noise": so.optimizers.EigenNoise(3, of="noise")}[kind]
+    tau, n = 0.5, 40_000
+    xi = _draws(so.inject_noise(prob, noise, temperature=tau, seed=3), theta, n)
+    if kind == "fisher":
+        target = tau * noise.covariance(prob, theta)
+    else:  # the dense top-k eigen-part of H or D
+        full = prob.hessian(theta) if kind == "eigen_hessian" else so.MinibatchNoise().covariance(prob, theta)
+        lam, vec = jnp.linalg.eigh(full)
+        top = vec[:, -noise.k:]
+        target = tau * (top * jnp.clip(lam[-noise.k:], 0)) @ top.T
+        np.testing.assert_allclose(np.asarray(tau * noise.covariance(prob, theta)), np.asarray(target), atol=1e-10)
+    emp = jnp.cov(xi.T)
+    se = jnp.sqrt((jnp.outer(jnp.diag(target), jnp.diag(target)) + target**2) / n)
+    keep = se > 0
+    assert float(jnp.max(jnp.where(keep, jnp.abs(emp - target) / jnp.where(keep, se, 1.0), 0.0))) < 4.5
+    rank = np.linalg.matrix_rank(np.asarray(emp), tol=1e-8)
+    assert rank == (noise.k if kind != "fisher" else 4)  # 3 classes: each example's F(z) has rank 2
+
+
+def test_fisher_and_eigen_noise_arguments():
+    with pytest.raises(ValueError, match="likelihood"):
+        so.optimizers.FisherNoise(lambda w, ex: w, likelihood="poisson")
+    with pytest.raises(ValueError, match="k must be"):
+        so.optimizers.EigenNoise(0)
+    with pytest.raises(ValueError, match="of must be"):
+        so.optimizers.EigenNoise(1, of="fisher")
+    prob = so.landscapes.quadratic(jnp.eye(2))
+    with pytest.raises(ValueError, match="k=3 exceeds"):
+        so.simulate(so.SGDSDE(prob, lr=0.1, batch_size=1, noise=so.optimizers.EigenNoise(3)), jnp.ones(2),
+                    key=jr.key(0), n_paths=2, n_steps=2)

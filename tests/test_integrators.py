@@ -2,7 +2,6 @@
 hand-computed fine steps and the exact law of the fine chain, the coupling of a discrete
 optimizer to a refined model, and argument checks."""
 
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np

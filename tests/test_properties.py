@@ -11,7 +11,6 @@ printed by ``pytest --hypothesis-show-statistics tests/test_properties.py``.
 
 import math
 
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
