@@ -360,7 +360,7 @@ def _manifest(dyn, integrator, obs, y0, key, dt, n_steps, every, chunk, host) ->
     }
 
 
-def _gather(parts: list, steps: list, n_chunks: int, chunk: int, n_paths: int):
+def _gather(parts: list, steps: list, chunk: int, n_paths: int):
     """Every process's chunks, in path order, on every process. Process ``p`` ran chunks
     ``p, p + P, p + 2P, ...`` (``P`` processes), each padded to ``chunk`` rows; one
     all-gather assembles them."""
@@ -438,7 +438,7 @@ def run_observers(dyn, y0, observers, *, key, n_steps, dt, integrator=None, chun
             parts.append(out)
             steps.append(s)
     if n_proc > 1:
-        results, steps_run = _gather(parts, steps, len(starts), chunk, n_paths)
+        results, steps_run = _gather(parts, steps, chunk, n_paths)
     else:
         results = jax.tree_util.tree_map(lambda *a: _concat(a), *parts)
         steps_run = max(steps)

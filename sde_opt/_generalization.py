@@ -1,9 +1,9 @@
 """The large-batch generalization gap on digits, and escape from a large-batch minimum with
 injected noise of equal trace (issue 13, parts 2 and 3 on a network).
 
-:func:`large_batch_gap` trains an ensemble of tanh MLPs (paths of the engine = seeds: each
-path has its own initial weights and its own batches) on a train/test split of
-scikit-learn's bundled digits under several *arms*:
+:func:`large_batch_gap` trains an ensemble of tanh MLPs or small CNNs (``model="cnn"``;
+paths of the engine = seeds: each path has its own initial weights and its own batches) on a
+train/test split of scikit-learn's bundled digits under several *arms*:
 
 * ``small_batch``: real SGD, batch ``b`` with replacement, rate ``lr``;
 * ``large_batch``: SGD with batch ``B`` (``B = N``, the default, is full-batch GD), rate ``lr``;
@@ -126,17 +126,45 @@ def correlation_interval(x, y, confidence=0.95):
 
 
 # ------------------------------------------------------------------------------ the task
-def digits_split(*, key, n_train: int = 512, hidden: int = 32, label_noise=0.0):
+def _cnn_init(key, channels: int):
+    kc, kd = jr.split(key)
+    return {"conv": jr.normal(kc, (3, 3, 1, channels)) / 3.0, "conv_b": jnp.zeros(channels),
+            "w": jr.normal(kd, (16 * channels, 10)) * np.sqrt(1.0 / (16 * channels)), "b": jnp.zeros(10)}
+
+
+def cnn_apply(params, x):
+    """The small CNN of :func:`digits_split` (``model="cnn"``): the 8×8 image through a 3×3
+    convolution (``C`` channels, same padding), tanh, 2×2 average pooling and a dense layer to
+    10 logits; ``x`` ``(64,)`` or ``(n, 64)``."""
+    single = x.ndim == 1
+    img = x.reshape(-1, 8, 8, 1).astype(params["conv"].dtype)
+    h = jax.lax.conv_general_dilated(img, params["conv"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = jnp.tanh(h + params["conv_b"])
+    h = h.reshape(h.shape[0], 4, 2, 4, 2, h.shape[-1]).mean(axis=(2, 4)).reshape(h.shape[0], -1)
+    out = h @ params["w"] + params["b"]
+    return out[0] if single else out
+
+
+_MODELS = {"mlp": mlp_apply, "cnn": cnn_apply}
+
+
+def digits_split(*, key, n_train: int = 512, hidden: int = 32, label_noise=0.0, model: str = "mlp",
+                 channels: int = 8):
     """A train/test split of scikit-learn's bundled digits (1,797 images, no download) for a
-    tanh MLP ``64 → hidden → 10`` with cross-entropy: ``(train, test)`` problems (the
-    test problem holds the other ``1797 − n_train`` images). ``label_noise``: the fraction
-    of *training* labels replaced by a different, uniformly drawn class (a harder task;
-    the test labels stay clean). ``train.theta0`` is one initialisation; the study draws
-    one per seed with :func:`mlp_inits`."""
+    tanh MLP ``64 → hidden → 10`` (``model="mlp"``) or a small CNN (``model="cnn"``: 3×3
+    convolution with ``channels`` channels, tanh, 2×2 average pooling, dense to 10;
+    :func:`cnn_apply`) with cross-entropy: ``(train, test)`` problems (the test problem
+    holds the other ``1797 − n_train`` images). ``label_noise``: the fraction of *training*
+    labels replaced by a different, uniformly drawn class (a harder task; the test labels
+    stay clean). ``train.theta0`` is one initialisation; the study draws one per seed with
+    :func:`model_inits`."""
+    if model not in _MODELS:
+        raise ValueError(f"model must be 'mlp' or 'cnn', got {model!r}.")
     k_perm, k_init, k_flip, k_new = jr.split(key, 4)
     x, y = digits(key=k_perm)
     n_train = positive_int("n_train", n_train, upper=len(y) - 1, upper_name="1796 (the digits less one test image)")
     hidden = positive_int("hidden", hidden)
+    channels = positive_int("channels", channels)
     eta = float(nonnegative("label_noise", label_noise))
     if eta >= 1:
         raise ValueError(f"label_noise must be in [0, 1), got {label_noise}.")
@@ -144,27 +172,36 @@ def digits_split(*, key, n_train: int = 512, hidden: int = 32, label_noise=0.0):
     flip = jr.uniform(k_flip, (n_train,)) < eta
     other = (ytr + jr.randint(k_new, (n_train,), 1, 10)) % 10
     ytr = jnp.where(flip, other, ytr).astype(y.dtype)
+    apply = _MODELS[model]
 
     def loss(p, ex):
-        return -jax.nn.log_softmax(mlp_apply(p, ex["x"]))[ex["y"]]
+        return -jax.nn.log_softmax(apply(p, ex["x"]))[ex["y"]]
 
-    params = _mlp_init(k_init, [x.shape[1], hidden, 10])
-    train = Problem(loss, {"x": x[:n_train], "y": ytr}, params=params, name="digits_train",
-                    info={"label_noise": eta, "n_flipped": int(jnp.sum(flip)), "hidden": hidden})
-    test = Problem(loss, {"x": x[n_train:], "y": y[n_train:]}, params=params, name="digits_test")
+    size = {"hidden": hidden} if model == "mlp" else {"channels": channels}
+    params = _init(model, k_init, x.shape[1], size)
+    info = {"label_noise": eta, "n_flipped": int(jnp.sum(flip)), "model": model, **size}
+    train = Problem(loss, {"x": x[:n_train], "y": ytr}, params=params, name=f"digits_train_{model}", info=info)
+    test = Problem(loss, {"x": x[n_train:], "y": y[n_train:]}, params=params, name=f"digits_test_{model}",
+                   info={"model": model, **size})
     return train, test
 
 
-def mlp_inits(problem: Problem, *, key, n_seeds: int):
-    """``(n_seeds, d)`` flat initialisations of the MLP of :func:`digits_split` (seed ``s``
+def _init(model: str, key, n_in: int, size: dict):
+    return _mlp_init(key, [n_in, size["hidden"], 10]) if model == "mlp" else _cnn_init(key, size["channels"])
+
+
+def model_inits(problem: Problem, *, key, n_seeds: int):
+    """``(n_seeds, d)`` flat initialisations of the model of :func:`digits_split` (seed ``s``
     from ``fold_in(key, s)``)."""
-    sizes = [problem.data["x"].shape[1]] + [layer["b"].shape[0] for layer in problem.unravel(problem.theta0)]
-    flat = [jax.flatten_util.ravel_pytree(_mlp_init(jr.fold_in(key, s), sizes))[0] for s in range(n_seeds)]
+    info = problem.info
+    size = {k: info[k] for k in ("hidden", "channels") if k in info}
+    flat = [jax.flatten_util.ravel_pytree(_init(info["model"], jr.fold_in(key, s), problem.data["x"].shape[1], size))[0]
+            for s in range(n_seeds)]
     return jnp.stack(flat).astype(problem.theta0.dtype)
 
 
 def _accuracy(problem: Problem, theta):
-    out = mlp_apply(problem.unravel(theta), problem.data["x"])
+    out = _MODELS[problem.info["model"]](problem.unravel(theta), problem.data["x"])
     return jnp.mean(jnp.argmax(out, axis=-1) == problem.data["y"])
 
 
@@ -268,6 +305,7 @@ class LargeBatchGap(eqx.Module):
     label_noise: float = eqx.field(static=True)
     confidence: float = eqx.field(static=True, default=0.95)
     reference: str = eqx.field(static=True, default="large-batch minima")
+    model: str = eqx.field(static=True, default="mlp")
 
     @property
     def n_seeds(self) -> int:
@@ -320,7 +358,7 @@ class LargeBatchGap(eqx.Module):
                 cells.append(f"{100 * m:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]".rjust(23))
             rows.append(f"{a:>12} {self.lrs[i]:>6.3g} {int(self.batch[i]):>5} {n_ok:>2}/{self.n_seeds:<2} "
                         + " ".join(cells))
-        rows.append(f"(mean [{self.confidence:.0%} t-interval] over seeds; test acc in %; N_train={self.n_train}, "
+        rows.append(f"({self.model}; mean [{self.confidence:.0%} t-interval] over seeds; test acc in %; N_train={self.n_train}, "
                     f"N_test={self.n_test}, label noise {self.label_noise:g}, {self.n_steps} steps, τ={self.temperature:.4g}, "
                     f"equal trace at the {self.reference})")
         r, lo, hi, rho, n = self.sharpness_vs_accuracy()
@@ -378,6 +416,7 @@ def _noise_trace(train, arm, theta, noises, *, temperature, small_factor, large_
 
 
 def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hidden: int = 32, label_noise=0.0,
+                    model: str = "mlp", channels: int = 8,
                     lr=0.1, small_batch: int = 16, large_batch: int | None = None, lr_cap=None,
                     n_steps: int = 2000, hessian_subsample: int | None = 128, hessian_steps: int = 8,
                     n_probes: int = 16, curvature: bool = True, reference: str = "minima",
@@ -387,16 +426,17 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
     ensemble on the engine (see the module docstring for the arms and the temperature).
 
     Every arm runs ``n_steps`` steps from the same ``n_seeds`` initialisations
-    (:func:`mlp_inits`); seed ``s`` of arm ``i`` draws its batches (and its injected
+    (:func:`model_inits`); seed ``s`` of arm ``i`` draws its batches (and its injected
     noise) from ``fold_in(fold_in(k_run, i), s)``, ``k_run = split(key, 4)[2]``; the
-    initialisations are ``mlp_inits(train, key=split(key, 4)[1])``.
+    initialisations are ``model_inits(train, key=split(key, 4)[1])``.
 
     Args:
         key: PRNG key (data split and label noise, initialisations, runs, curvature probes).
         arms: a subset of :data:`ARMS` (``"large_batch"`` is run first whenever an injected
             arm is asked for: its final points are the reference points).
         n_seeds: paths of each ensemble.
-        n_train, hidden, label_noise: the task (:func:`digits_split`).
+        n_train, hidden, label_noise, model, channels: the task and the network (:func:`digits_split`:
+            the MLP, or ``model="cnn"``, the small CNN).
         lr: the rate of every arm but ``linear_rule``.
         small_batch: ``b`` (with replacement).
         large_batch: ``B`` (without replacement; ``None``: ``N``, i.e. full-batch GD).
@@ -420,7 +460,8 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
     n_steps = positive_int("n_steps", n_steps)
     lr = float(positive("lr", lr))
     k_data, k_init, k_run, k_curv = jr.split(key, 4)
-    train, test = digits_split(key=k_data, n_train=n_train, hidden=hidden, label_noise=label_noise)
+    train, test = digits_split(key=k_data, n_train=n_train, hidden=hidden, label_noise=label_noise, model=model,
+                               channels=channels)
     n = train.n_examples
     b = positive_int("small_batch", small_batch, upper=n, upper_name="n_train")
     big = n if large_batch is None else positive_int("large_batch", large_batch, upper=n, upper_name="n_train")
@@ -430,7 +471,7 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
     tau = small_factor - large_factor
     if tau <= 0:
         raise ValueError(f"small_batch={b} must be noisier than large_batch={big}; the temperature would be {tau:g}.")
-    y0 = mlp_inits(train, key=k_init, n_seeds=n_seeds)
+    y0 = model_inits(train, key=k_init, n_seeds=n_seeds)
     if reference not in ("minima", "init"):
         raise ValueError(f"reference must be 'minima' (the large-batch minima) or 'init', got {reference!r}.")
 
@@ -461,7 +502,7 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
     tr_init, tr_ref = np.zeros(len(arms)), np.zeros(len(arms))
     test_loss = jax.jit(jax.vmap(test.loss))
     train_loss = jax.jit(jax.vmap(train.loss))
-    acc = jax.jit(jax.vmap(_accuracy, (None, 0)))
+    acc = eqx.filter_jit(jax.vmap(_accuracy, (None, 0)))  # the problem's info names its model (static)
     for r, arm in enumerate(arms):
         th = finals[arm]
         ok = diverged[arm] == 0
@@ -489,7 +530,7 @@ def large_batch_gap(*, key, arms=ARMS, n_seeds: int = 16, n_train: int = 512, hi
                          final=np.stack([np.asarray(finals[a]) for a in arms]), temperature=float(tau), n_steps=n_steps,
                          n_train=n, n_test=test.n_examples, label_noise=float(label_noise), confidence=float(confidence),
                          reference="large-batch minima" if reference == "minima" else "initial points",
-                         **metrics)
+                         model=model, **metrics)
 
 
 # ------------------------------------------------------------------------------ escape

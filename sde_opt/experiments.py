@@ -45,11 +45,12 @@ from ._generalization import (
     ARMS as LARGE_BATCH_ARMS,
     LargeBatchGap as LargeBatchGap,
     NetworkEscape as NetworkEscape,
+    cnn_apply as cnn_apply,
     digits_split as digits_split,
     equal_trace_injections as equal_trace_injections,
     correlation_interval as correlation_interval,
     large_batch_gap as large_batch_gap,
-    mlp_inits as mlp_inits,
+    model_inits as model_inits,
     network_escape as network_escape,
     t_interval as t_interval,
     wilson_interval as wilson_interval,
@@ -79,9 +80,9 @@ from ._scaling import (
 from ._svag import SVAGStudy as SVAGStudy, svag_study as svag_study
 
 __all__ = [
-    "InjectedEscape", "injected_noise_escape", "LargeBatchGap", "NetworkEscape", "digits_split",
+    "InjectedEscape", "injected_noise_escape", "LargeBatchGap", "NetworkEscape", "cnn_apply", "digits_split",
     "equal_trace_injections", "large_batch_gap", "network_escape", "LARGE_BATCH_ARMS", "correlation_interval",
-    "mlp_inits", "t_interval", "wilson_interval",
+    "model_inits", "t_interval", "wilson_interval",
     "HEADLINE", "CovarianceEstimate", "EscapeHeadline", "EscapeStudy", "GDAgainstFlow", "MethodCovariance",
     "MethodRates", "StationarySweep", "ExponentFit", "Moments", "RadiusSetting", "RadiusStudy",
     "RadiusStudyConfig", "SharpToFlat", "EdgeOfStability", "FlowComparison", "GDFlowErrors", "SGDFlowErrors",

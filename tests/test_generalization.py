@@ -15,17 +15,21 @@ from scipy import stats
 
 import sde_opt as so
 from sde_opt.experiments import LARGE_BATCH_ARMS as ARMS
-from sde_opt.experiments import correlation_interval, mlp_inits, t_interval, wilson_interval
+from sde_opt.experiments import correlation_interval, model_inits, t_interval, wilson_interval
 
 SMALL = dict(n_train=64, hidden=4, n_seeds=2, n_steps=15, lr=0.3, small_batch=8)
 
 
-def test_sgd_arms_are_the_hand_written_optax_loop():
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_sgd_arms_are_the_hand_written_optax_loop(model):
     key = jr.key(3)
-    res = so.experiments.large_batch_gap(key=key, arms=("small_batch", "large_batch"), curvature=False, **SMALL)
+    res = so.experiments.large_batch_gap(key=key, arms=("small_batch", "large_batch"), curvature=False, model=model,
+                                         channels=2, **SMALL)
     k_data, k_init, k_run, _ = jr.split(key, 4)
-    train, test = so.experiments.digits_split(key=k_data, n_train=64, hidden=4)
-    y0 = mlp_inits(train, key=k_init, n_seeds=2)
+    train, test = so.experiments.digits_split(key=k_data, n_train=64, hidden=4, model=model, channels=2)
+    assert res.model == model and train.theta0.shape == ((64 * 4 + 4 + 4 * 10 + 10,) if model == "mlp" else
+                                                            (9 * 2 + 2 + 16 * 2 * 10 + 10,))
+    y0 = model_inits(train, key=k_init, n_seeds=2)
     n, b = train.n_examples, SMALL["small_batch"]
     opt = optax.sgd(SMALL["lr"])
 
@@ -53,7 +57,7 @@ def test_sgd_arms_are_the_hand_written_optax_loop():
 def test_injected_shapes_have_equal_trace_at_the_reference_points():
     train, _ = so.experiments.digits_split(key=jr.key(0), n_train=40, hidden=2, label_noise=0.25)
     assert train.info["n_flipped"] > 0
-    points = mlp_inits(train, key=jr.key(1), n_seeds=2)
+    points = model_inits(train, key=jr.key(1), n_seeds=2)
     # the traces are equal on average over the reference points (each shape's scale is one number)
     noises = so.experiments.equal_trace_injections(train, points, n_probes=None)
     assert set(noises) == {"isotropic", "diagonal", "fisher", "minibatch", "hessian"}
@@ -109,7 +113,7 @@ def test_diverged_seeds_are_counted_not_averaged(tmp_path):
 
 def test_network_escape_gd_stays_and_counts_are_wilson():
     train, _ = so.experiments.digits_split(key=jr.key(0), n_train=32, hidden=3)
-    theta = mlp_inits(train, key=jr.key(1), n_seeds=1)[0]
+    theta = model_inits(train, key=jr.key(1), n_seeds=1)[0]
     esc = so.experiments.network_escape(train, theta, key=jr.key(2), kinds=("gd", "small_batch"), lr=0.5,
                                         small_batch=4, loss_rise=1e-3, n_paths=8, max_steps=12)
     # GD from a non-minimum descends: the loss never rises above its start
