@@ -379,6 +379,38 @@ def _gather(parts: list, steps: list, chunk: int, n_paths: int):
     return jax.tree_util.tree_map(order, tree), int(np.max(all_steps))
 
 
+def _check_processes_agree(chunk: int) -> None:
+    """Every process must cut the paths into the same chunks (the same local device count)."""
+    from jax.experimental import multihost_utils
+
+    got = np.asarray(multihost_utils.process_allgather(jnp.asarray([chunk, jax.local_device_count()])))
+    if not (got == got[0]).all():
+        raise ValueError(f"the processes disagree on the chunk size or the local device count ({got.tolist()}); "
+                         "run with the same number of devices in every process.")
+
+
+def _open_store(checkpoint, manifest: dict, n_proc: int, me: int) -> ChunkStore:
+    """The checkpoint's chunk store. With several processes, process 0 alone creates or
+    checks the manifest, and every process learns the outcome before any goes on (so a
+    refused directory raises on all of them instead of leaving the others waiting)."""
+    if n_proc == 1:
+        return ChunkStore(checkpoint, manifest)
+    from jax.experimental import multihost_utils
+
+    error = None
+    if me == 0:
+        try:
+            ChunkStore(checkpoint, manifest)
+        except ValueError as err:
+            error = err
+    ok = np.asarray(multihost_utils.process_allgather(jnp.asarray(error is None)))
+    if error is not None:
+        raise error
+    if not ok.all():
+        raise ValueError(f"checkpoint {str(checkpoint)!r} was refused on process 0 (see its error).")
+    return ChunkStore(checkpoint, manifest)
+
+
 def run_observers(dyn, y0, observers, *, key, n_steps, dt, integrator=None, chunk_size=None, block=32,
                   loop: str = "auto", checkpoint=None, progress=None):
     """The chunk driver: validated inputs -> ``(results, steps_run)``, results in the
@@ -405,9 +437,20 @@ def run_observers(dyn, y0, observers, *, key, n_steps, dt, integrator=None, chun
         chunk_size = 1
     n_paths, d = y0.shape
     chunk, starts = chunk_grid(n_paths, d, chunk_size)
-    store = None if checkpoint is None else ChunkStore(
-        checkpoint, _manifest(dyn, integrator, obs, y0, key, dt, n_steps, every, chunk, host))
     n_proc, me = jax.process_count(), jax.process_index()
+    if n_proc > 1:
+        _check_processes_agree(chunk)
+    store = None if checkpoint is None else _open_store(
+        checkpoint, _manifest(dyn, integrator, obs, y0, key, dt, n_steps, every, chunk, host), n_proc, me)
+    shapes = None  # the structure of one chunk's results, for loading and for the gather's padding
+
+    def chunk_shapes():
+        nonlocal shapes
+        if shapes is None:
+            _, y0_c, keys = chunk_inputs(y0, key, 0, chunk)
+            shapes = eqx.filter_eval_shape(_kernel, dyn, integrator, obs, y0_c, keys, dt, n_steps, every)[0]
+        return shapes
+
     rounds = -(-len(starts) // n_proc)
     mine = [r * n_proc + me for r in range(rounds)]  # chunk indices; past the last: padding for the gather
     parts, steps = [], []
@@ -418,19 +461,23 @@ def run_observers(dyn, y0, observers, *, key, n_steps, dt, integrator=None, chun
             start = c * chunk
             n_valid = max(0, min(chunk, n_paths - start))
             done_before = bar.n
-            loaded = store.load(start, n_valid) if (store is not None and n_valid) else None
-            if loaded is None:
-                n_valid, y0_c, keys = chunk_inputs(y0, key, start, chunk)
-                if host:
-                    out, s = _host_kernel(dyn, integrator, obs, y0_c, keys, dt, n_steps, every,
-                                          on_step=lambda: bar.update(n_valid))
-                else:
-                    out, s = _kernel(dyn, integrator, obs, y0_c, keys, dt, n_steps, every)
-                out, s = jax.tree_util.tree_map(lambda a: a[:n_valid], out), int(s)
-                if store is not None and n_valid:
-                    store.save(start, n_valid, out, s)
+            if n_valid == 0:  # no paths left for this process in this round: zeros, never computed
+                out = jax.tree_util.tree_map(lambda x: jnp.zeros((0, *x.shape[1:]), x.dtype), chunk_shapes())
+                s = 0
             else:
-                out, s = loaded
+                loaded = None if store is None else store.load(start, n_valid, chunk_shapes)
+                if loaded is None:
+                    n_valid, y0_c, keys = chunk_inputs(y0, key, start, chunk)
+                    if host:
+                        out, s = _host_kernel(dyn, integrator, obs, y0_c, keys, dt, n_steps, every,
+                                              on_step=lambda: bar.update(n_valid))
+                    else:
+                        out, s = _kernel(dyn, integrator, obs, y0_c, keys, dt, n_steps, every)
+                    out, s = jax.tree_util.tree_map(lambda a: a[:n_valid], out), int(s)
+                    if store is not None:
+                        store.save(start, n_valid, out, s)
+                else:
+                    out, s = loaded
             bar.update(done_before + n_valid * n_steps - bar.n)  # an early stop skips the rest
             if n_proc > 1:  # pad every chunk to `chunk` rows for the gather
                 out = jax.tree_util.tree_map(

@@ -243,6 +243,12 @@ def equal_trace_injections(problem: Problem, points, *, key=None, n_probes: int 
     (``None``: exact, from the dense Hessian's PSD part; small problems), so the Hessian
     shape's trace matches to that estimate. The Hessian shape is drawn by Lanczos
     (``HessianNoise(method="lanczos", n_steps=hessian_steps)``, network scale).
+
+    **Caveat (Hessian shape).** Hutchinson estimates the *signed* ``Tr H``, while the draws have
+    covariance ``H₊`` (of a sub-sample's Hessian, when the study sub-samples): where ``H`` is
+    indefinite (``reference="init"``) the injected trace is larger than ``Tr D`` by about
+    ``Tr H₋/Tr H``, and the study's ``trace_at_ref`` (computed from the same estimate) does not
+    show it. At the minima ``H`` is close to PSD and the two agree.
     """
     pts = jnp.atleast_2d(jnp.asarray(points))
     if n_probes is not None and key is None:

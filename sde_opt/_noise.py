@@ -387,14 +387,21 @@ class FisherNoise(AbstractNoise):
 
     def check(self, problem, dim):
         problem._need_data("FisherNoise")
+        self._n_outputs(problem)
 
     def _outputs(self, problem, theta, data):
         z = jax.vmap(self.model_fn, in_axes=(None, 0))(problem._params(theta), data)
         return z.reshape(z.shape[0], -1)
 
     def _n_outputs(self, problem) -> int:
+        if problem.theta0 is None:
+            raise ValueError("FisherNoise needs a problem built with params=... (model_fn receives problem.model(θ)).")
         first = jax.tree_util.tree_map(lambda x: x[0], problem.data)
-        return max(1, int(np.prod(jax.eval_shape(self.model_fn, problem.model(problem.theta0), first).shape)))
+        shape = jax.eval_shape(self.model_fn, problem.model(problem.theta0), first).shape
+        if len(shape) > 1 or (self.likelihood == "categorical" and len(shape) != 1):
+            raise ValueError(f"FisherNoise's model_fn must return one example's outputs as a vector (C,) of logits "
+                             f"(or a scalar mean for 'gaussian'); got shape {shape}.")
+        return max(1, int(np.prod(shape)))
 
     def factor(self, problem, theta):
         z = self._outputs(problem, theta, problem.data)

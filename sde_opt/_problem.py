@@ -20,8 +20,8 @@ from ._chunking import map_examples, sum_examples
 def as_flat(theta, name: str = "theta"):
     """``theta`` as a real floating array (integers and booleans converted); a pytree or a
     complex array is a ``ValueError`` naming ``name``."""
-    if isinstance(theta, (dict, list, tuple)) and any(
-            not isinstance(x, (int, float, np.number)) for x in jax.tree_util.tree_leaves(theta)):
+    if isinstance(theta, dict) or isinstance(theta, (list, tuple)) and any(
+            np.ndim(x) > 0 for x in jax.tree_util.tree_leaves(theta)):
         raise ValueError(
             f"{name} must be a flat vector of shape (d,), got a {type(theta).__name__} pytree; flatten it as "
             "Problem(..., params=tree) does, jax.flatten_util.ravel_pytree(tree)[0], in the order of problem.theta0."
@@ -41,7 +41,8 @@ def _check_finite_data(data) -> None:
     for path, x in jax.tree_util.tree_flatten_with_path(data)[0]:
         if jnp.issubdtype(x.dtype, jnp.inexact) and not all_finite(x):
             raise ValueError(f"data{jax.tree_util.keystr(path)} contains non-finite values (nan or inf); "
-                             "clean or drop those examples.")
+                             "clean or drop those examples (for missing values, pass a 0/1 mask array and "
+                             "select with jnp.where in the loss).")
 
 
 def _leading_size(data) -> int:

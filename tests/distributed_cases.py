@@ -15,7 +15,9 @@ def run_cases(checkpoint_dir=None) -> dict:
     start = well.info["minima"][0]
     kw = dict(n_paths=70, chunk_size=16)  # 5 chunks, the last one partial
     ens = so.simulate(sde, start, key=jr.key(0), n_steps=40, save_every=8, **kw)
-    ex = so.first_exit(sde, start, so.HalfSpace(jnp.array([1.0]), 0.0), key=jr.key(1), max_steps=3000,
+    # key 4: the paths a padding chunk would hold (80-95) exit after every real one, so a
+    # padding chunk that ran would show in steps_run
+    ex = so.first_exit(sde, start, so.HalfSpace(jnp.array([1.0]), 0.0), key=jr.key(4), max_steps=3000,
                        checkpoint=checkpoint_dir, **kw)
     rad = so.stability_radius(sde, start, key=jr.key(2), delta=0.1, n_steps=50, **kw)
     sgd = so.SGD(so.problems.linear_regression(key=jr.key(3), n_examples=32, dim=2), lr=0.1, batch_size=4)

@@ -56,8 +56,17 @@ def test_killed_three_times_resumes_bit_for_bit(tmp_path, uninterrupted):
     assert seen == sorted(seen) and seen[-1] < N_CHUNKS, seen  # each kill interrupted the run
     for i in range(len(seen) - 1):
         assert seen[i] >= targets[i]
-    # what a kill mid-write leaves behind (a temporary file) is never read as a result
-    (ckpt / f".tmp-chunk-{(N_CHUNKS - 1) * CHUNK:012d}.npz-1-dead").write_bytes(b"PK\x03\x04 half a file")
+    # what a kill mid-write leaves behind (a temporary file) is never read as a result: plant a
+    # complete but wrong one (a finished chunk's arrays doubled) under the name of the last,
+    # missing chunk, and a half-written one
+    last = ckpt / f"chunk-{(N_CHUNKS - 1) * CHUNK:012d}.npz"
+    assert not last.exists()
+    wrong = ckpt / f".tmp-{last.name}-1-dead"
+    with np.load(ckpt / f"chunk-{0:012d}.npz") as z:
+        np.savez(wrong, **{k: z[k] * 2 if z[k].dtype.kind == "f" else z[k] for k in z.files})
+    Path(f"{wrong}.npz").rename(wrong)  # np.savez appended .npz
+    assert wrong.exists()
+    (ckpt / f".tmp-{last.name}-2-dead").write_bytes(b"PK\x03\x04 half a file")
     resumed = long_run(ckpt)
     assert _done(ckpt) == N_CHUNKS
     np.testing.assert_array_equal(np.asarray(resumed.ys), np.asarray(uninterrupted.ys))
@@ -97,6 +106,23 @@ def test_damaged_chunk_is_recomputed_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="unreadable"):
         again = so.simulate(sde, jnp.array([-1.0]), **kw)
     np.testing.assert_array_equal(np.asarray(again.ys), np.asarray(ref.ys))
+
+
+def test_closures_and_lambdas_are_told_apart(tmp_path):
+    """A loss closing over another constant, or another lambda, is another run."""
+    data = {"x": jnp.ones((4, 2))}
+
+    def run(c, f=None):
+        f = f or (lambda th, ex: c * jnp.sum((ex["x"] @ th) ** 2))
+        sde = so.SGDSDE(so.Problem(f, data, params=jnp.zeros(2)), lr=0.1, batch_size=1, noise=so.IsotropicNoise(1.0))
+        return so.simulate(sde, jnp.ones(2), key=jr.key(0), n_paths=4, n_steps=3, checkpoint=tmp_path / "c")
+
+    run(1.0)
+    run(1.0)  # the same closure value: resumed
+    with pytest.raises(ValueError, match="dynamics"):
+        run(100.0)
+    with pytest.raises(ValueError, match="dynamics"):
+        run(1.0, lambda th, ex: jnp.sum(jnp.cos(ex["x"] @ th)))
 
 
 def test_same_values_built_twice_resume(tmp_path):

@@ -66,6 +66,6 @@ def test_checkpoint_written_by_two_processes_resumes_in_one(two_processes):
     well = so.landscapes.double_well(barrier=0.25, curvature=2.0)
     sde = so.SGDSDE(well, lr=0.1, batch_size=1, noise=so.IsotropicNoise(2.0))
     region = so.HalfSpace(jnp.array([1.0]), 0.0)
-    resumed = so.first_exit(sde, well.info["minima"][0], region, key=jr.key(1), n_paths=70, max_steps=3000,
+    resumed = so.first_exit(sde, well.info["minima"][0], region, key=jr.key(4), n_paths=70, max_steps=3000,
                             chunk_size=16, checkpoint=ckpt)
     np.testing.assert_array_equal(np.asarray(resumed.times), run_cases()["times"])

@@ -177,7 +177,7 @@ def test_problem_data_and_parameter_trees(n_x, n_y, extra_leaf, bad_value, theta
     if prob is None:
         return
     theta = {"flat": (prob.theta0, True),
-             "tree": (prob.ravel(params) if hasattr(prob, "ravel") else prob.theta0, True),
+             "tree": ([0.0, 0.1, 0.2, 0.3], True),  # a list of numbers is a flat vector
              "wrong_tree": ({"w": jnp.zeros(2), "b": jnp.zeros(())} if not extra_leaf else {"w": jnp.zeros(3)}, False)}
     t = theta[theta_kind]
     out = check(lambda theta: prob.loss(prob.check_params(theta, "theta")), dict(theta=t))
