@@ -1,4 +1,5 @@
-"""One straight-line fit for every power law and exponential law the studies measure.
+"""One straight-line fit for every power law and exponential law the studies measure, and one
+interval for every measured proportion (:func:`proportion_interval`).
 
 A power law ``y = C x^a`` is the line ``log y = log C + a log x``; an Arrhenius-type law
 ``τ = C e^{a x}`` is ``log τ = log C + a x``. The callers take the logarithms and call
@@ -59,3 +60,33 @@ def fit_line(x, y, sigma=None) -> LineFit:
 def power_law_exponent(x, y) -> float:
     """The exponent ``a`` of ``y ∝ x^a`` by an unweighted line through ``(log x, log |y|)``."""
     return fit_line(np.log(np.asarray(x, np.float64)), np.log(np.abs(np.asarray(y, np.float64)))).slope
+
+
+def proportion_interval(k: int, n: int, confidence: float = 0.95, method: str = "exact") -> tuple[float, float]:
+    """Interval of a binomial proportion ``k/n``: ``(low, high)``. ``method="exact"``:
+    Clopper–Pearson (coverage at least ``confidence``); ``"wilson"``: the Wilson score
+    interval (coverage close to ``confidence``, shorter). ``n = 0`` gives ``(nan, nan)``.
+
+    Examples:
+        >>> from sde_opt.experiments import proportion_interval
+        >>> [round(x, 3) for x in proportion_interval(0, 64, method="wilson")]
+        [0.0, 0.057]
+        >>> [round(x, 3) for x in proportion_interval(0, 64)]
+        [0.0, 0.056]
+    """
+    from scipy import stats
+
+    if method not in ("exact", "wilson"):
+        raise ValueError(f"method must be 'exact' (Clopper-Pearson) or 'wilson', got {method!r}.")
+    if n <= 0:
+        return float("nan"), float("nan")
+    a = 1.0 - confidence
+    if method == "exact":
+        low = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
+        high = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
+        return low, high
+    z = float(stats.norm.ppf(1 - a / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))

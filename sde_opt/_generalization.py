@@ -51,6 +51,7 @@ from ._alignment import alignment
 from ._dynamics import SGD, OptaxDynamics
 from ._engine import observe
 from ._exit import first_exit
+from ._fit import proportion_interval
 from ._inject import inject_noise
 from ._io import register_result
 from ._noise import DiagonalNoise, EmpiricalFisherNoise, HessianNoise, IsotropicNoise, MinibatchNoise, ScaledNoise
@@ -87,25 +88,6 @@ def t_interval(values, confidence=0.95):
         return m, math.nan, math.nan, 1
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
     return m, m - half, m + half, n
-
-
-def wilson_interval(k: int, n: int, confidence=0.95):
-    """Wilson score interval of a binomial proportion ``k/n``: ``(low, high)``.
-
-    Example:
-        >>> from sde_opt.experiments import wilson_interval
-        >>> [round(x, 3) for x in wilson_interval(0, 64)]
-        [0.0, 0.057]
-    """
-    from scipy import stats
-
-    if n <= 0:
-        return math.nan, math.nan
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def correlation_interval(x, y, confidence=0.95):
@@ -617,7 +599,7 @@ def network_escape(train: Problem, minimum, *, key, kinds=ESCAPE_KINDS, lr=0.1, 
             dyn = OptaxDynamics(train, tx, train.n_examples, replacement=False, lr=lr)
         ex = first_exit(dyn, theta, left, key=jr.fold_in(k_run, i), n_paths=n_paths, max_steps=max_steps)
         k = int(jnp.sum(ex.exited))
-        lo, hi = wilson_interval(k, n_paths, confidence)
+        lo, hi = proportion_interval(k, n_paths, confidence, method="wilson")
         rows["n_left"].append(k)
         rows["n_paths"].append(n_paths)
         rows["fraction"].append(k / n_paths)

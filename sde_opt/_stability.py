@@ -38,6 +38,7 @@ from scipy import optimize, stats
 from ._checks import level, positive, positive_int, state_is_theta
 from ._dynamics import AbstractDynamics
 from ._engine import check_key, check_start, path_keys, resolve_dt, run_observers
+from ._fit import proportion_interval
 from ._integrators import default_integrator
 from ._io import register_result
 from ._noise import batch_factor
@@ -611,10 +612,7 @@ class StabilityRadius(eqx.Module):
         conf = self.confidence if confidence is None else level("confidence", confidence)
         x = np.asarray(self.running_max[:, time_index], dtype=np.float64)
         k, n = int(np.sum(x < float(radius))), x.size
-        a = 1.0 - conf
-        low = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
-        high = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
-        return k / n, low, high
+        return (k / n, *proportion_interval(k, n, conf, method="exact"))
 
     def __repr__(self):
         return (f"StabilityRadius(radius={self.radius:.4g} [{self.low:.4g}, {self.high:.4g}], delta={self.delta}, "

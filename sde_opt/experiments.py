@@ -41,6 +41,7 @@ from ._experiments import (
     stationary_covariance as stationary_covariance,
     stationary_covariance_sweep as stationary_covariance_sweep,
 )
+from ._fit import proportion_interval as proportion_interval
 from ._generalization import (
     ARMS as LARGE_BATCH_ARMS,
     LargeBatchGap as LargeBatchGap,
@@ -53,7 +54,6 @@ from ._generalization import (
     model_inits as model_inits,
     network_escape as network_escape,
     t_interval as t_interval,
-    wilson_interval as wilson_interval,
 )
 from ._inject_study import InjectedEscape as InjectedEscape, injected_noise_escape as injected_noise_escape
 from ._modified import (
@@ -82,7 +82,7 @@ from ._svag import SVAGStudy as SVAGStudy, svag_study as svag_study
 __all__ = [
     "InjectedEscape", "injected_noise_escape", "LargeBatchGap", "NetworkEscape", "cnn_apply", "digits_split",
     "equal_trace_injections", "large_batch_gap", "network_escape", "LARGE_BATCH_ARMS", "correlation_interval",
-    "model_inits", "t_interval", "wilson_interval",
+    "model_inits", "proportion_interval", "t_interval",
     "HEADLINE", "CovarianceEstimate", "EscapeHeadline", "EscapeStudy", "GDAgainstFlow", "MethodCovariance",
     "MethodRates", "StationarySweep", "ExponentFit", "Moments", "RadiusSetting", "RadiusStudy",
     "RadiusStudyConfig", "SharpToFlat", "EdgeOfStability", "FlowComparison", "GDFlowErrors", "SGDFlowErrors",

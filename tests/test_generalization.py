@@ -15,7 +15,7 @@ from scipy import stats
 
 import sde_opt as so
 from sde_opt.experiments import LARGE_BATCH_ARMS as ARMS
-from sde_opt.experiments import correlation_interval, model_inits, t_interval, wilson_interval
+from sde_opt.experiments import correlation_interval, model_inits, proportion_interval, t_interval
 
 SMALL = dict(n_train=64, hidden=4, n_seeds=2, n_steps=15, lr=0.3, small_batch=8)
 
@@ -76,7 +76,9 @@ def test_intervals_are_scipys():
     assert (lo, hi) == pytest.approx(want, rel=1e-12)
     for k, n in [(0, 20), (7, 20), (20, 20), (3, 64)]:
         ci = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
-        assert wilson_interval(k, n, 0.95) == pytest.approx((ci.low, ci.high), abs=1e-12)
+        assert proportion_interval(k, n, 0.95, method="wilson") == pytest.approx((ci.low, ci.high), abs=1e-12)
+        ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+        assert proportion_interval(k, n, 0.95) == pytest.approx((ci.low, ci.high), abs=1e-12)
     x = rng.normal(size=30)
     y = x + rng.normal(size=30)
     r, lo, hi, rho, n = correlation_interval(x, y)
@@ -119,7 +121,7 @@ def test_network_escape_gd_stays_and_counts_are_wilson():
     # GD from a non-minimum descends: the loss never rises above its start
     assert esc.n_left[0] == 0 and esc.mean_time[0] == pytest.approx(12)
     for i in range(2):
-        assert (esc.low[i], esc.high[i]) == pytest.approx(wilson_interval(int(esc.n_left[i]), 8), abs=1e-12)
+        assert (esc.low[i], esc.high[i]) == pytest.approx(proportion_interval(int(esc.n_left[i]), 8, method="wilson"), abs=1e-12)
     assert math.isfinite(esc.lambda_max) and "Wilson" in esc.table()
     with pytest.raises(ValueError, match="kinds must be"):
         so.experiments.network_escape(train, theta, key=jr.key(2), kinds=("adam",))
