@@ -95,6 +95,31 @@ def choose_loop(loop: str, inputs, fn, *args, owner=None, tag=()) -> str:
     return "host" if loops_are_slow(fn, *args, owner=owner, tag=tag) else "device"
 
 
+# chunk_size=None on the CPU backend, for a per-example loss with a convolution: stream in chunks
+# of about this many examples (at most _UNROLL_MAX_CHUNKS of them, so the loop stays unrolled)
+_CPU_CONV_CHUNK = 128
+
+
+def speed_chunk_size(example_loss, theta, example, n: int) -> int | None:
+    """The chunk size a problem with ``chunk_size=None`` streams with: ``None`` (all ``n``
+    examples at once), except on the CPU backend when ``example_loss(theta, example)``
+    contains a convolution (traced abstractly, no FLOPs) and ``n > 128``: then chunks of
+    about 128 examples, at most 16 chunks (``ceil(n / min(16, ceil(n / 128)))``).
+
+    Why: a convolution's activations for thousands of images spill the CPU's caches. On the
+    151k-parameter CNN of the benchmarks (2,048 images of 16×16×3, XLA CPU, 2 cores, JAX
+    0.10.2) a full-batch gradient took 0.54 s in one chunk and 0.26 s in 16 chunks of 128, a
+    Hessian-vector product 0.96 s and 0.57 s (compile 0.8 s and 2.0 s); at 10,000 images in
+    16 chunks of 625 the product cost the same per image as in chunks of 128. Results equal
+    the unchunked ones to float rounding, and memory is lower."""
+    if n <= _CPU_CONV_CHUNK or jax.default_backend() != "cpu":
+        return None
+    if not _has_primitive(jax.make_jaxpr(example_loss)(theta, example).jaxpr, "conv_general_dilated"):
+        return None
+    n_chunks = min(_UNROLL_MAX_CHUNKS, math.ceil(n / _CPU_CONV_CHUNK))
+    return math.ceil(n / n_chunks)
+
+
 def leading_size(tree) -> int:
     return int(jax.tree_util.tree_leaves(tree)[0].shape[0])
 

@@ -76,6 +76,39 @@ def test_bad_chunk_size_raises():
 
 
 # ----------------------------------------------------------------------------- chunks
+def _conv_regression(n, chunk_size=None):
+    """Least squares through a 1-D convolution (3 weights) on ``n`` examples."""
+    kx, ky = jr.split(jr.key(11))
+    data = {"x": jr.normal(kx, (n, 10)), "y": jr.normal(ky, (n,))}
+
+    def loss(w, ex):
+        out = jax.lax.conv_general_dilated(ex["x"][None, None, :], w[None, None, :], (1,), "VALID")
+        return 0.5 * (jnp.sum(jnp.tanh(out)) - ex["y"]) ** 2
+
+    return so.Problem(loss, data, params=jnp.array([0.3, -0.2, 0.5]), chunk_size=chunk_size)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the automatic chunks are a CPU choice")
+def test_convolutional_problems_stream_in_chunks_on_cpu(getkey):
+    """chunk_size=None on CPU: a model with a convolution and N > 128 streams in chunks of
+    about 128 (at most 16 chunks), with the same results as one chunk; other models, small N
+    and an explicit chunk_size are left as they are."""
+    assert _conv_regression(300).chunk_size == 100  # 3 chunks of 100
+    assert _conv_regression(128).chunk_size is None
+    assert _conv_regression(5000).chunk_size == 313  # 16 chunks
+    assert _conv_regression(300, chunk_size=300).chunk_size == 300
+    assert _mlp_problem(getkey()).chunk_size is None
+    auto, one = _conv_regression(300), _conv_regression(300, chunk_size=300)
+    th, v = jnp.array([0.1, 0.4, -0.3]), jr.normal(getkey(), (3,))
+    _close(auto.loss(th), one.loss(th))
+    _close(auto.grad(th), one.grad(th))
+    _close(auto.hvp(th, v), one.hvp(th, v))
+    noise = so.curvature.NoiseCovariance()
+    _close(so.curvature.curvature_operator(auto, th, curvature=noise).mv(v),
+           so.MinibatchNoise().covariance(one, th) @ v)
+
+
+
 @pytest.mark.parametrize("c", CHUNKS)
 def test_chunked_problem_equals_unchunked(getkey, c):
     key = getkey()
