@@ -24,6 +24,7 @@ from ._curvature import (
     AbstractCurvature,
     AbstractOperator,
     CurvatureOperator,
+    _chunked_jtj,
     _default_tol,
     _eigs_jit,
     curvature_operator,
@@ -66,10 +67,11 @@ class NoiseCovariance(AbstractCurvature):
     """``D(θ)`` as a curvature value, so every estimator (``eigs``, ``trace``,
     ``spectral_density``) applies to the noise as to the Hessian.
 
-    ``D v = (1/N) Σ ∇fᵢ (sᵢ − s̄)`` with ``sᵢ = ∇fᵢ·v``: one linearisation of the
-    per-example losses and its transpose. With ``chunk_size`` the examples are streamed
-    in chunks of that many (one ``chunk × m`` block of gradients at a time); ``None`` takes
-    the problem's own ``chunk_size``.
+    ``D v = (1/N) Σ ∇fᵢ (sᵢ − s̄)`` with ``sᵢ = ∇fᵢ·v``: one JVP of the per-example
+    losses and one VJP (about two gradients a product), never the per-example gradients.
+    With ``chunk_size`` the examples are streamed in chunks of that many (one chunk's
+    activations at a time, ``D v = Jᵀ(J v)/N − ∇L (∇L·v)``); ``None`` takes the problem's own
+    ``chunk_size``.
     """
 
     chunk_size: int | None = eqx.field(static=True, default=None)
@@ -88,20 +90,7 @@ class NoiseCovariance(AbstractCurvature):
                 return f_vjp((s - jnp.mean(s)) / n)[0]
 
             return mv
-        g = jax.vmap(_grad_fn(problem, to_full), in_axes=(None, 0))
-
-        def mv_streamed(v):
-            def step(carry, chunk, mask):
-                acc_gs, acc_g = carry
-                gc = g(u, chunk) * mask[:, None].astype(u.dtype)
-                return acc_gs + gc.T @ (gc @ v), acc_g + jnp.sum(gc, axis=0)
-
-            zero = jnp.zeros_like(u)
-            acc_gs, acc_g = _scan_examples(problem, step, (zero, zero), chunk_size)
-            gbar = acc_g / n
-            return acc_gs / n - gbar * jnp.vdot(gbar, v)
-
-        return mv_streamed
+        return lambda v: _chunked_jtj(problem, to_full, u, v, chunk_size, centred=True)
 
 
 def noise_operator(problem: Problem, theta, *, group=None, chunk_size: int | None = None) -> CurvatureOperator:

@@ -136,6 +136,53 @@ def test_fixed_step_lanczos_matches_eigh_on_a_dense_matrix(getkey):
     np.testing.assert_allclose(f(op, jr.key(3)), want[-1:], rtol=1e-10)
 
 
+def test_history_is_the_run_of_every_length(getkey):
+    """``EigResult.history()`` row j−1 is what a j-step run from the same start returns (the
+    same Krylov space), its last row is ``values``, and the top Ritz value only grows toward
+    λ₁ (Cauchy interlacing)."""
+    d = 50
+    lam = np.concatenate([[9.0, 7.0, 5.5], np.linspace(-2.0, 2.0, d - 3)])
+    q, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(d, d)))
+    op = so.curvature.MatrixOperator(jnp.asarray((q * lam) @ q.T))
+    key = getkey()
+    for which, ref in (("largest", [9.0, 7.0]), ("smallest", [-2.0, -2.0 + 4.0 / (d - 4)])):
+        res = so.curvature.eigs(op, 2, key=key, which=which, max_iter=30, fixed_steps=True)
+        hist = res.history()
+        assert hist.shape == (30, 2) and np.isnan(hist[0, 1]) and not np.isnan(hist[1, 1])
+        np.testing.assert_allclose(hist[-1], res.values, rtol=1e-10)
+        np.testing.assert_allclose(hist[-1], ref, rtol=1e-4)  # the bottom end is clustered
+        for j in (2, 5, 11):
+            short = so.curvature.eigs(op, 2, key=key, which=which, max_iter=j, fixed_steps=True)
+            np.testing.assert_allclose(hist[j - 1], short.values, rtol=1e-10)
+        top = hist[:, 0] if which == "largest" else -hist[:, 0]
+        assert np.all(np.diff(top) >= -1e-12)
+    conv = so.curvature.eigs(op, 1, key=key)  # a converged run: history as long as the run
+    assert conv.history().shape == (int(conv.n_iter), 1)
+
+
+def test_min_iter_lets_a_loose_tolerance_stop_early(getkey):
+    """By default the residual test cannot stop a run before 20 steps; ``min_iter=1`` lets a
+    loose ``tol`` end it as soon as it passes, and the Ritz value is then within the
+    residual bound ``r²/gap`` of λ₁ (the top eigenvalue well separated here)."""
+    d = 80
+    lam = np.concatenate([[10.0], np.linspace(-1.0, 4.0, d - 1)])
+    q, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(d, d)))
+    op = so.curvature.MatrixOperator(jnp.asarray((q * lam) @ q.T))
+    key = getkey()
+    default = so.curvature.eigs(op, 1, key=key, tol=1e-4)
+    early = so.curvature.eigs(op, 1, key=key, tol=1e-4, min_iter=1)
+    assert int(default.n_iter) >= 20 and bool(default.converged)
+    assert int(early.n_iter) < 20 and bool(early.converged)
+    r = float(early.residuals[0])
+    assert r <= 1e-4 * 10.0
+    assert abs(float(early.values[0]) - 10.0) <= r**2 / (10.0 - 4.0) + 1e-12
+    vals, _ = so.hessian_eigs(so.landscapes.quadratic(jnp.asarray((q * lam) @ q.T)), jnp.zeros(d), 1, key=key,
+                              tol=1e-4, min_iter=1)
+    np.testing.assert_allclose(vals, early.values, rtol=1e-12)
+    with pytest.raises(ValueError, match="min_iter"):
+        so.curvature.eigs(op, 1, key=key, min_iter=0)
+
+
 def trace_zscores(prob, p, exact, estimator, n_seeds=24, n_probes=60):
     keys = jr.split(jr.key(7), n_seeds)
     tr = jax.vmap(lambda k: so.hessian_trace(prob, p, key=k, n_probes=n_probes, estimator=estimator))(keys)
