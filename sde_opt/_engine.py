@@ -532,7 +532,7 @@ def observe(
         loop: ``"device"``: each chunk's steps in one compiled loop; ``"host"``: the steps
             driven from Python, one compiled call per step, one path per chunk unless
             ``chunk_size`` says otherwise (the same numbers to rounding); ``"auto"``
-            (default): host on CPU when a step contains a convolution, which XLA's CPU
+            (default): host on CPU when a step's convolutions cost more than about 1e6 FLOPs, which XLA's CPU
             backend runs 25-90× slower inside a compiled loop or vmapped over networks
             (see :func:`sde_opt._engine.resolve_loop`), device otherwise.
         checkpoint: a directory for a resumable run: each finished chunk of paths is

@@ -25,8 +25,23 @@ def getkey():
 
 @pytest.fixture(scope="session")
 def conv_problem():
-    """A least-squares model through a 1-D convolution (3 weights, 16 examples): the
-    smallest problem whose products contain a convolution."""
+    """Least squares through a 3×3 convolution (16×16×3 images, 8 feature maps, 216 weights,
+    16 examples): small enough for a dense Hessian, large enough (about 1e6 FLOPs of
+    convolution per mini-batch gradient of 4) that on CPU its loops run from the host."""
+    kx, ky = jr.split(jr.key(6))
+    data = {"x": jr.normal(kx, (16, 16, 16, 3)), "y": jr.normal(ky, (16,))}
+
+    def loss(w, ex):
+        out = jax.lax.conv_general_dilated(ex["x"][None], w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return 0.5 * (jnp.mean(jnp.tanh(out)) - ex["y"]) ** 2
+
+    return so.Problem(loss, data, params=0.2 * jr.normal(jr.key(7), (3, 3, 3, 8)))
+
+
+@pytest.fixture(scope="session")
+def tiny_conv_problem():
+    """A least-squares model through a 1-D convolution (3 weights, 16 examples): its
+    convolutions are too cheap (under 1e6 FLOPs) for the host loop."""
     kx, ky = jr.split(jr.key(6))
     data = {"x": jr.normal(kx, (16, 10)), "y": jr.normal(ky, (16,))}
 

@@ -73,9 +73,9 @@ def test_loop_argument_is_checked(problem):
 
 
 def test_auto_picks_the_host_loop_for_convolutions_on_cpu(conv_problem):
-    """A 1-D convolutional model: the auto choice must give the host loop's numbers on CPU."""
+    """A convolutional model: the auto choice must give the host loop's numbers on CPU."""
     prob = conv_problem
-    kw = dict(key=jr.key(0), max_iter=3)
+    kw = dict(key=jr.key(0), max_iter=40)
     auto = so.curvature.eigs(so.curvature.curvature_operator(prob, prob.theta0), 1, **kw)
     host = so.curvature.eigs(so.curvature.curvature_operator(prob, prob.theta0), 1, loop="host", **kw)
     dense = jnp.linalg.eigvalsh(jax.hessian(prob.loss)(prob.theta0))[-1]
@@ -85,3 +85,14 @@ def test_auto_picks_the_host_loop_for_convolutions_on_cpu(conv_problem):
     assert so.curvature.resolve_loop("device", op) == "device"
     np.testing.assert_allclose(auto.values, host.values, rtol=1e-12)
     np.testing.assert_allclose(auto.values[0], dense, rtol=1e-8)
+
+
+def test_cheap_convolutions_stay_in_the_compiled_loop(tiny_conv_problem):
+    """Under 1e6 FLOPs of convolution a product is cheaper inside XLA's loop than called
+    from Python, slow path and all: auto keeps the device loop."""
+    op = so.curvature.curvature_operator(tiny_conv_problem, tiny_conv_problem.theta0)
+    assert so.curvature.resolve_loop("auto", op) == "device"
+    step = so.SGD(tiny_conv_problem, 0.05, 4)
+    ens = so.simulate(step, tiny_conv_problem.theta0, key=jr.key(1), n_paths=3, n_steps=2)
+    dev = so.simulate(step, tiny_conv_problem.theta0, key=jr.key(1), n_paths=3, n_steps=2, loop="device")
+    np.testing.assert_allclose(ens.ys, dev.ys, rtol=0, atol=0)

@@ -76,36 +76,41 @@ def test_bad_chunk_size_raises():
 
 
 # ----------------------------------------------------------------------------- chunks
-def _conv_regression(n, chunk_size=None):
-    """Least squares through a 1-D convolution (3 weights) on ``n`` examples."""
+def _conv_regression(n, chunk_size=None, size=16):
+    """Least squares through a 3×3 convolution (``size``² × 3 images, 4 feature maps)."""
     kx, ky = jr.split(jr.key(11))
-    data = {"x": jr.normal(kx, (n, 10)), "y": jr.normal(ky, (n,))}
+    data = {"x": jr.normal(kx, (n, size, size, 3)), "y": jr.normal(ky, (n,))}
 
     def loss(w, ex):
-        out = jax.lax.conv_general_dilated(ex["x"][None, None, :], w[None, None, :], (1,), "VALID")
-        return 0.5 * (jnp.sum(jnp.tanh(out)) - ex["y"]) ** 2
+        out = jax.lax.conv_general_dilated(ex["x"][None], w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return 0.5 * (jnp.mean(jnp.tanh(out)) - ex["y"]) ** 2
 
-    return so.Problem(loss, data, params=jnp.array([0.3, -0.2, 0.5]), chunk_size=chunk_size)
+    return so.Problem(loss, data, params=0.2 * jr.normal(jr.key(12), (3, 3, 3, 4)), chunk_size=chunk_size)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the automatic chunks are a CPU choice")
 def test_convolutional_problems_stream_in_chunks_on_cpu(getkey):
-    """chunk_size=None on CPU: a model with a convolution and N > 128 streams in chunks of
-    about 128 (at most 16 chunks), with the same results as one chunk; other models, small N
-    and an explicit chunk_size are left as they are."""
-    assert _conv_regression(300).chunk_size == 100  # 3 chunks of 100
+    """chunk_size=None on CPU: a model whose convolutions over the data cost more than 1e8
+    FLOPs streams in chunks of about 128 (at most 16 chunks), with the same results as one
+    chunk; cheap convolutions, other models, N <= 128 and an explicit chunk_size are left
+    as they are."""
+    assert _conv_regression(2000).chunk_size == 125  # 2·256·4·27 = 55k FLOPs an image, 1.1e8 in all
     assert _conv_regression(128).chunk_size is None
-    assert _conv_regression(5000).chunk_size == 313  # 16 chunks
-    assert _conv_regression(300, chunk_size=300).chunk_size == 300
+    assert _conv_regression(2000, size=4).chunk_size is None  # 16 times cheaper: one chunk
+    assert _conv_regression(3000).chunk_size == 188  # 16 chunks at most
+    assert _conv_regression(2000, chunk_size=2000).chunk_size == 2000
     assert _mlp_problem(getkey()).chunk_size is None
-    auto, one = _conv_regression(300), _conv_regression(300, chunk_size=300)
-    th, v = jnp.array([0.1, 0.4, -0.3]), jr.normal(getkey(), (3,))
+    auto, one = _conv_regression(2000), _conv_regression(2000, chunk_size=2000)
+    th, v = 0.1 * jr.normal(getkey(), (3, 3, 3, 4)).ravel(), jr.normal(getkey(), (108,))
     _close(auto.loss(th), one.loss(th))
     _close(auto.grad(th), one.grad(th))
     _close(auto.hvp(th, v), one.hvp(th, v))
     noise = so.curvature.NoiseCovariance()
+    # the dense reference from the chunked problem's per-example gradients: vmap(grad) through a
+    # convolution becomes a grouped convolution that XLA CPU expands densely (N² × the
+    # activations; 33 GB for all 2,000 examples at once)
     _close(so.curvature.curvature_operator(auto, th, curvature=noise).mv(v),
-           so.MinibatchNoise().covariance(one, th) @ v)
+           so.MinibatchNoise().covariance(auto, th) @ v)
 
 
 
