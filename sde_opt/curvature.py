@@ -29,6 +29,7 @@ from ._curvature import (
     Hutchinson as Hutchinson,
     MatrixOperator as MatrixOperator,
     SpectralDensity as SpectralDensity,
+    SubsampledEstimate as SubsampledEstimate,
     TraceEstimate as TraceEstimate,
     curvature_operator as curvature_operator,
     eigs as eigs,
@@ -38,6 +39,7 @@ from ._curvature import (
     parameter_groups as parameter_groups,
     resolve_loop as resolve_loop,
     spectral_density as spectral_density,
+    subsampled as subsampled,
     trace as trace,
 )
 from ._edge_of_stability import lambda_max as lambda_max
@@ -55,9 +57,10 @@ from ._tracking import History as History, track as track
 __all__ = [
     "AbstractCurvature", "AbstractOperator", "AbstractTraceEstimator", "Alignment", "CurvatureOperator",
     "EigResult", "EmpiricalFisher", "Fisher", "GaussNewton", "GramOperator", "Hessian", "History",
-    "HutchPlusPlus", "Hutchinson", "MatrixOperator", "NoiseCovariance", "SpectralDensity", "TraceEstimate",
+    "HutchPlusPlus", "Hutchinson", "MatrixOperator", "NoiseCovariance", "SpectralDensity", "SubsampledEstimate",
+    "TraceEstimate",
     "alignment", "centred_gradients", "curvature_operator", "eigenspace_overlap", "eigs", "gradient_covariance",
     "gradient_noise_scale", "hessian_density", "hessian_eigs", "hessian_trace", "lambda_max", "noise_eigs",
     "noise_hessian_slope", "noise_operator", "noise_to_signal", "noise_trace", "parameter_groups",
-    "resolve_loop", "spectral_density", "trace", "trace_hd", "track",
+    "resolve_loop", "spectral_density", "subsampled", "trace", "trace_hd", "track",
 ]
