@@ -19,6 +19,10 @@ before and after, and the size the per-example matrix would have had.
     PYTHONPATH=. python benchmarks/bench_networks_noise.py cnn --repeats 3
     PYTHONPATH=. python benchmarks/bench_networks_noise.py memory --n-examples 10000 --chunk-size 1000
     PYTHONPATH=. python benchmarks/bench_networks_noise.py conv-loop
+    PYTHONPATH=. python benchmarks/bench_networks_noise.py noise-eigs --repeats 2
+
+``noise-eigs``: ``so.noise_eigs(k=5)`` of the CNN on 512 images in units of full-batch
+gradients, against the two routes through per-example gradients.
 
 ``conv-loop``: the CNN's gradient over 4 chunks in a rolled and an unrolled ``lax.scan``.
 """
@@ -156,6 +160,67 @@ def conv_loop(args):
         print(f"chunked gradient, scan unroll={unroll}: {t:.3f} s")
 
 
+def noise_eigs(args):
+    """``so.noise_eigs(k)`` on the CNN in units of full-batch gradients: the default route
+    (at this N·d, Lanczos on ``D v`` streamed by one JVP and one VJP a chunk) against the
+    routes through per-example gradients (``vmap(grad)``): the Gram matrix of all N, and
+    the streamed products of the code before (per-example gradients of every chunk at
+    every product, re-created here as an operator)."""
+    prob = cnn_problem(args.n_examples, args.chunk_size)
+    theta, k = prob.theta0, args.k
+    print(f"CNN: d = {prob.dim:,}, N = {prob.n_examples}, chunk_size = {prob.chunk_size}, k = {k}")
+    grad = eqx.filter_jit(lambda p, th: p.grad(th))
+    g = float(np.median(_time(grad, prob, theta, repeats=args.repeats)))
+
+    class PerExampleD(so.curvature.AbstractOperator):  # D v through each chunk's per-example gradients
+        problem: so.Problem
+        theta: jax.Array
+
+        def linear(self):
+            def mv(v):
+                gs = self.problem.per_example_grads(self.theta)
+                gc = gs - jnp.mean(gs, axis=0)
+                return gc.T @ (gc @ v) / gs.shape[0]
+
+            return mv
+
+        @property
+        def dim(self):
+            return int(self.theta.shape[0])
+
+        @property
+        def dtype(self):
+            return self.theta.dtype
+
+    runs = {
+        "so.noise_eigs (JVP + VJP per chunk)": lambda: so.noise_eigs(prob, theta, k, key=jr.key(0))[0],
+        "Gram route (N per-example gradients once)": lambda: so.noise_eigs(prob, theta, k, key=jr.key(0),
+                                                                           streaming=False)[0],
+        "Lanczos on per-example D v (the code before)": lambda: so.curvature.eigs(
+            PerExampleD(prob, theta), k, key=jr.key(0), loop="host").values,
+    }
+    vals = {}
+    for name, f in runs.items():
+        ts = _time(f, repeats=args.repeats)
+        vals[name] = np.asarray(f())
+        t = float(np.median(ts))
+        print(f"{name:>46}: {t:7.2f} s = {t / g:6.1f} gradients; top {k}: {np.round(vals[name], 4)}", flush=True)
+    print(f"full-batch gradient: {g:.3f} s")
+    # per-example gradients of one chunk of 128 images: vmap(grad) (what Problem.per_example_grads runs)
+    # against the Jacobian of the chunk's loss vector (jacrev) and a loop of single-example gradients
+    chunk = jax.tree_util.tree_map(lambda a: a[:128], prob.data)
+    ways = {
+        "vmap(grad)": eqx.filter_jit(lambda p, th, ch: jax.vmap(jax.grad(p.example_loss), (None, 0))(th, ch)),
+        "jacrev(chunk losses)": eqx.filter_jit(lambda p, th, ch: jax.jacrev(p.chunk_losses)(th, ch)),
+        "lax.map(grad), one example at a time": eqx.filter_jit(
+            lambda p, th, ch: jax.lax.map(lambda ex: jax.grad(p.example_loss)(th, ex), ch)),
+    }
+    for name, f in ways.items():
+        t = float(np.median(_time(f, prob, theta, chunk, repeats=args.repeats)))
+        print(f"per-example gradients of 128 images, {name:>37}: {t:7.3f} s = {t / g * prob.n_examples / 128:6.1f} "
+              "gradients per N examples", flush=True)
+
+
 def memory(args):
     n, d_in, h1, h2 = args.n_examples, 256, args.width, 256
     kx, ky, kp = jr.split(jr.key(0), 3)
@@ -201,15 +266,16 @@ def memory(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("which", choices=["cnn", "memory", "conv-loop"])
+    ap.add_argument("which", choices=["cnn", "memory", "conv-loop", "noise-eigs"])
+    ap.add_argument("--k", type=int, default=5, help="eigenpairs (noise-eigs)")
     ap.add_argument("--n-examples", type=int, default=None)
     ap.add_argument("--chunk-size", type=int, default=None)
     ap.add_argument("--width", type=int, default=2048)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    if args.which in ("cnn", "conv-loop"):
+    if args.which in ("cnn", "conv-loop", "noise-eigs"):
         args.n_examples = args.n_examples or 512
-        (cnn if args.which == "cnn" else conv_loop)(args)
+        {"cnn": cnn, "conv-loop": conv_loop, "noise-eigs": noise_eigs}[args.which](args)
     else:
         args.n_examples = args.n_examples or 10_000
         args.chunk_size = args.chunk_size or 1000

@@ -57,3 +57,17 @@ def test_bench_slices_fast_runs_without_torch():
     out = _run("bench_slices.py", "--fast", "--no-torch", "--cases", "mlp")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| model | d | N | grid |" in out.stdout and "| mlp | 2,410 |" in out.stdout
+
+
+def test_bench_networks_fast_runs_and_reports_every_task():
+    """Runs only where the ``bench`` extra (torch, PyHessian, hessian-eigenthings) is installed."""
+    pytest.importorskip("torch")
+    pytest.importorskip("pyhessian")
+    pytest.importorskip("hessian_eigenthings")
+    out = _run("bench_networks.py", "--fast")
+    assert out.returncode == 0, out.stderr[-3000:]
+    for heading in ("## One Hessian-vector product", "## Top eigenvalue at equal accuracy",
+                    "## Top eigenvalue with each library's defaults", "## Trace at equal standard error",
+                    "## Density"):
+        assert heading in out.stdout
+    assert "Copied into torch: losses" in out.stdout
