@@ -16,6 +16,17 @@ import pytest
 import sde_opt as so
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Drop JAX's compiled executables after each test module. Each XLA CPU executable keeps
+    its own memory mappings, and a pytest worker that compiles a whole suite's functions
+    passed the kernel's default limit of 65,530 mappings per process (vm.max_map_count) and
+    segfaulted inside XLA's compiler; measured on three modules: 17,447 mappings without
+    this, 1,374 with it, the same run time."""
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture
 def getkey():
     """Deterministic fresh keys: getkey() -> key(0), key(1), ... within one test."""
