@@ -1,7 +1,7 @@
 """Curvature of networks: sde_opt against PyHessian and hessian-eigenthings 1.0 (torch, CPU), one process.
 
 The models are ``bench_models.py``'s: the CNN (151,287 parameters) and a ResNet with
-BatchNorm (1,092,750 parameters), on ``--n-examples`` images of scikit-learn's digits
+BatchNorm (1,174,682 parameters), on ``--n-examples`` images of scikit-learn's digits
 upsampled to 16×16×3 with their real labels (``--data digits``, the default) or on
 synthetic images with random labels (``--data synthetic``), trained for ``--train-steps``
 mini-batch SGD steps in JAX, then copied with the same weights (and BatchNorm statistics)
@@ -43,8 +43,10 @@ The report (``--markdown``) is rewritten after every round. Absolute times on a 
 machine are noise; the load average and the peak resident memory are in the report.
 
     pip install -e ".[bench,nets]"
-    python benchmarks/bench_networks.py --model cnn --n-examples 2048 --repeats 2 --markdown benchmarks/RESULTS_networks_curvature.md
-    python benchmarks/bench_networks.py --model resnet --n-examples 1024 --repeats 1 --hutch-n 15
+    python benchmarks/bench_networks.py --model cnn --n-examples 2048 --repeats 1 --hutch-n 15 30 60 --max-probes 60 \
+        --markdown benchmarks/RESULTS_networks_cnn.md
+    python benchmarks/bench_networks.py --model resnet --n-examples 2048 --repeats 1 --hutch-n 15 30 --max-probes 40 \
+        --pilot 16 --markdown benchmarks/RESULTS_networks_resnet.md
     python benchmarks/bench_networks.py --fast     # tiny sizes, one round: a smoke test (compiles dominate)
 """
 
