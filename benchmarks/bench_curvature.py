@@ -179,9 +179,9 @@ def sde_opt_runs(prob, density_iter: int = 100):
     """Each run returns ``(value, hvps)`` (``density_iter``: SLQ steps of the density run)."""
     theta = prob.theta0
 
-    def top(key):
-        def run():
-            res = so.curvature.eigs(so.curvature.curvature_operator(prob, theta), 1, key=key)  # what hessian_eigs runs
+    def top(key, **kw):
+        def run():  # what hessian_eigs(k=1) runs (kw: its options, e.g. min_iter)
+            res = so.curvature.eigs(so.curvature.curvature_operator(prob, theta), 1, key=key, **kw)
             return float(res.values[0]), int(res.n_iter)
 
         return run

@@ -67,6 +67,7 @@ if "--threads" not in " ".join(sys.argv[1:]):  # bench_curvature reads --threads
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from bench_curvature import HVPS, count_pyhessian_hvps, install_torch_eig_shim, med, timed  # noqa: E402
+from bench_curvature import sde_opt_runs as bc_sde_opt_runs  # noqa: E402
 import bench_models as bm  # noqa: E402
 
 import equinox as eqx  # noqa: E402
@@ -201,8 +202,10 @@ def eigenthings_runs(setup):
 
 
 def sde_opt_runs(prob, density_iter: int):
-    theta = prob.theta0
-    op = so.curvature.curvature_operator(prob, theta)
+    """``bench_curvature``'s runs (defaults top eigenvalue, trace, density) and the fixed-step
+    Lanczos runs and histories of the equal-accuracy task."""
+    top, trace, density = bc_sde_opt_runs(prob, density_iter)
+    op = so.curvature.curvature_operator(prob, prob.theta0)
 
     def top_fixed(key, j):
         def run():
@@ -214,28 +217,7 @@ def sde_opt_runs(prob, density_iter: int):
     def history(key, j):
         return so.curvature.eigs(op, 1, key=key, max_iter=j, fixed_steps=True).history()[:, 0]
 
-    def top_default(key, **kw):
-        def run():
-            res = so.curvature.eigs(op, 1, key=key, **kw)  # what so.hessian_eigs(k=1) runs
-            return float(res.values[0]), int(res.n_iter)
-
-        return run
-
-    def trace(key, n, estimator=None):
-        def run():
-            tr = so.hessian_trace(prob, theta, key=key, n_probes=n, estimator=estimator)
-            return (float(tr.value), float(tr.stderr)), n
-
-        return run
-
-    def density(key):
-        def run():
-            dens = so.curvature.hessian_density(prob, theta, key=key, n_probes=1, n_iter=density_iter)
-            return jax.block_until_ready(dens.nodes), density_iter
-
-        return run
-
-    return {"top_fixed": top_fixed, "history": history, "top": top_default, "trace": trace, "density": density}
+    return {"top_fixed": top_fixed, "history": history, "top": top, "trace": trace, "density": density}
 
 
 def product_runs(setup, ph, eo):
